@@ -1,0 +1,33 @@
+# Two entry points, both self-installing into .venv:
+#   make demo   install everything, train the example model if needed, run the pipeline on digits
+#   make test   install everything and run the test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CHECKPOINT := examples/checkpoints/resnet_digits.pt
+DEMO_OUT ?= demo-out
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+# torch>=2.6,<2.14 in pyproject.toml resolves to the CPU 2.13.0 wheel on this machine's disk.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
+	touch $(STAMP)
+
+$(CHECKPOINT): $(STAMP) examples/models.py examples/train.py
+	$(BIN)/python examples/train.py --model resnet --data digits --out $(CHECKPOINT)
+
+demo: $(CHECKPOINT)
+	mkdir -p $(DEMO_OUT)
+	$(BIN)/datamix profile examples/models.py:resnet --weights $(CHECKPOINT) \
+		--input-shape 1,1,32,32 --budget 0.2 --k 4 --plot $(DEMO_OUT)/flops.png
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) examples/checkpoints

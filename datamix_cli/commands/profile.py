@@ -1,0 +1,98 @@
+"""``datamix profile``: where the model can be cut and what stays on the edge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from datamix_cli.commands._model_options import MODEL_ARG, MODEL_KWARGS, TRUST_PICKLE, WEIGHTS, model_source
+
+
+def profile(
+    model: str = MODEL_ARG,
+    weights: Path = WEIGHTS,
+    trust_pickle: bool = TRUST_PICKLE,
+    model_kwargs: str = MODEL_KWARGS,
+    input_shape: str = typer.Option(None, "--input-shape", help="Input shape with batch dimension, e.g. 1,1,32,32."),
+    data: str = typer.Option(None, "--data", help="Dataset to take the input shape from: digits, faces, x.npz or a folder."),
+    budget: float = typer.Option(0.2, "--budget", help="Largest share of the model's FLOPs the edge may run, in (0, 1]."),
+    k: int = typer.Option(4, "--k", help="Group size: inputs mixed together (2..64)."),
+    head_cut: str = typer.Option(None, "--head-cut", help="Cut name to end the head at, instead of the budget's choice."),
+    tail_cut: str = typer.Option(None, "--tail-cut", help="Cut name to start the tail at, instead of the one before the classifier."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table."),
+    plot: Path = typer.Option(None, "--plot", help="Write a PNG of per-layer FLOPs with the cuts and the budget."),
+) -> None:
+    """List every valid cut point with its cost and the split a FLOPs budget picks."""
+    from datamix_cli.options import parse_shape
+    from datamix_cli.profiling import ProfileConfig, plot_profile, report_to_dict, run_profile
+
+    config = ProfileConfig(
+        source=model_source(model, weights, trust_pickle, model_kwargs),
+        input_shape=parse_shape(input_shape) if input_shape else None,
+        data=data,
+        budget=budget,
+        k=k,
+        head_cut=head_cut,
+        tail_cut=tail_cut,
+    )
+    report = run_profile(config)
+    if plot is not None:
+        plot_profile(report, plot)
+    if as_json:
+        typer.echo(json.dumps(report_to_dict(report), indent=2))
+    else:
+        _print_table(report, plot)
+
+
+def _print_table(report, plot: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from datamix_cli.profiling import edge_fraction_if_head
+    from partitioners.flops import FLOPS_RULE
+
+    p, d = report.profile, report.decision
+    table = Table(title=f"cut points (input {list(p.input_shape)}, {p.total_flops / 1e6:.2f} MFLOPs per sample)")
+    table.add_column("cut", no_wrap=True)
+    table.add_column("", no_wrap=True)
+    for column in ("FLOPs before", "params before", "activation", "KB/sample", "edge share if head here"):
+        table.add_column(column, justify="left" if column == "activation" else "right")
+    for cut in p.cut_points:
+        share = edge_fraction_if_head(report, cut)
+        marker = "◀ head" if cut is d.head_cut else "◀ tail" if cut is d.tail_cut else ""
+        table.add_row(
+            cut.name,
+            marker,
+            f"{cut.flops_prefix / max(p.total_flops, 1):.1%}",
+            f"{cut.params_prefix:,}",
+            "×".join(map(str, cut.activation_shape)),
+            f"{cut.activation_bytes / 1024:.1f}",
+            "—" if share is None else f"{share:.1%}",
+            style="bold green" if marker else None,
+        )
+    console = Console()
+    console.print(table)
+    summary = Table(title=f"edge compute per sample (budget {report.budget:g}, k={d.k})")
+    for column in ("deployment", "edge FLOPs", "edge share", "what leaves the device"):
+        summary.add_column(column, justify="right" if "edge" in column else "left")
+    summary.add_row("edge only", f"{p.total_flops:,}", "100.0%", "nothing")
+    summary.add_row("cloud only", "0", "0.0%", "raw inputs")
+    summary.add_row(
+        f"DataMix: head→{d.head_cut.name}, tail from {d.tail_cut.name}",
+        f"{d.edge_flops:,}",
+        f"{d.edge_fraction:.1%}",
+        f"mixed {'×'.join(map(str, d.head_cut.activation_shape))} features",
+        style="bold green",
+    )
+    console.print(summary)
+    console.print(
+        f"DataMix edge FLOPs = head {d.head_flops:,} + tail {d.tail_flops:,} + mix {d.mix_flops:,} + de-mix {d.demix_flops:,}; "
+        f"cloud {d.cloud_flops:,}. {FLOPS_RULE}; MACs total {p.total_macs:,}."
+    )
+    if p.uncounted_ops:
+        listed = ", ".join(f"{op}×{n}" for op, n in p.uncounted_ops.items())
+        console.print(f"not counted (no FLOP formula): {listed}")
+    if plot is not None:
+        console.print(f"plot written to {plot}")

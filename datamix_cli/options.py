@@ -1,0 +1,16 @@
+"""Option types shared by the CLI and the library, and their parsing."""
+
+from __future__ import annotations
+
+from datamix_cli.errors import InputShapeError
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,1,32,32"`` -> ``(1, 1, 32, 32)``; the first number is the batch dimension."""
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        raise InputShapeError(f"malformed input shape {text!r}: expected comma-separated integers like 1,1,32,32") from None
+    if len(shape) < 2 or any(d <= 0 for d in shape):
+        raise InputShapeError(f"input shape {text!r} needs a batch dimension and positive sizes, like 1,1,32,32")
+    return shape

@@ -1,0 +1,8 @@
+"""Exporters: one per artifact format, behind one small protocol and a registry.
+
+Exporters take parts that are already built; they never decide where to split.
+"""
+
+from exporters.registry import Exporter, get_exporter, register, registered_names
+
+__all__ = ["Exporter", "get_exporter", "register", "registered_names"]

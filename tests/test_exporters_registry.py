@@ -1,0 +1,49 @@
+"""The exporter registry: one name, one exporter."""
+
+from pathlib import Path
+
+import pytest
+
+from datamix_cli.errors import ExporterRegistryError
+from exporters import registry
+
+
+class FakeExporter:
+    name = "fake-format-for-test"
+    suffix = ".fake"
+    extra = "none"
+    default_atol = 1e-4
+    dynamic_batch = True
+
+    def export(self, module, example_inputs, path: Path) -> None:
+        path.write_bytes(b"")
+
+    def load(self, path: Path):
+        return lambda *arrays: arrays[0]
+
+
+@pytest.fixture
+def clean_registry(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+
+def test_register_and_get(clean_registry):
+    exporter = registry.register(FakeExporter())
+    assert registry.get_exporter("fake-format-for-test") is exporter
+    assert "fake-format-for-test" in registry.registered_names()
+
+
+def test_registering_a_name_twice_raises(clean_registry):
+    registry.register(FakeExporter())
+    with pytest.raises(ExporterRegistryError, match="already registered"):
+        registry.register(FakeExporter())
+
+
+def test_unknown_name_lists_the_registered_ones(clean_registry):
+    with pytest.raises(ExporterRegistryError, match="no exporter named 'nope'"):
+        registry.get_exporter("nope")
+
+
+def test_objects_without_the_protocol_are_rejected(clean_registry):
+    with pytest.raises(ExporterRegistryError, match="protocol"):
+        registry.register(object())

@@ -1,0 +1,64 @@
+"""FLOPs against hand-computed numbers (FLOPs = 2 x MACs)."""
+
+import torch
+from torch import nn
+
+from partitioners.graph import trace_model
+from partitioners.profile import profile_model
+
+
+def profile(module, shape):
+    return profile_model(trace_model(module), shape)
+
+
+def test_linear_is_two_flops_per_mac():
+    p = profile(nn.Linear(8, 4), (1, 8))
+    assert p.total_macs == 8 * 4
+    assert p.total_flops == 2 * 8 * 4
+
+
+def test_conv2d_counts_output_elements_times_kernel_volume():
+    # out 3x3x3, each 2*3*3 MACs
+    p = profile(nn.Conv2d(2, 3, 3), (1, 2, 5, 5))
+    assert p.total_macs == 3 * 3 * 3 * (2 * 3 * 3)
+    assert p.total_flops == 972
+
+
+def test_depthwise_conv_divides_by_groups():
+    p = profile(nn.Conv2d(4, 4, 3, padding=1, groups=4), (1, 4, 6, 6))
+    assert p.total_macs == 4 * 6 * 6 * 9
+
+
+def test_conv1d():
+    p = profile(nn.Conv1d(1, 2, 3), (1, 1, 10))
+    assert p.total_flops == 2 * (2 * 8 * 3)
+
+
+def test_flops_are_per_sample_and_independent_of_batch_in_the_shape():
+    a = profile(nn.Linear(8, 4), (1, 8))
+    assert a.input_shape == (1, 8)
+
+
+def test_uncounted_ops_are_listed_with_counts_not_silently_zero():
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.BatchNorm1d(8))
+    p = profile(model, (1, 8))
+    assert p.uncounted_ops["relu"] == 2
+    assert p.uncounted_ops["native_batch_norm"] == 1 or "batch_norm" in "".join(p.uncounted_ops)
+    assert p.total_flops == 2 * 2 * 64
+
+
+def test_view_ops_are_free_not_uncounted():
+    class Flat(nn.Module):
+        def forward(self, x):
+            return torch.flatten(x, 1).reshape(x.shape[0], -1)
+
+    p = profile(nn.Sequential(Flat(), nn.Linear(4, 2)), (1, 2, 2))
+    assert p.uncounted_ops == {}
+
+
+def test_layer_flops_add_up_to_the_total():
+    from examples.models import resnet
+
+    p = profile(resnet(), (1, 1, 32, 32))
+    assert sum(layer.flops for layer in p.layers) == p.total_flops
+    assert p.total_flops > 0
