@@ -15,6 +15,8 @@ install: $(STAMP)
 # torch>=2.6,<2.14 in pyproject.toml resolves to the CPU 2.13.0 wheel on this machine's disk.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	# The pip bundled with Python 3.11 (23.x) backtracks into old releases pinning a CUDA torch; a current one does not.
+	$(BIN)/pip install --disable-pip-version-check -q --upgrade 'pip>=25'
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
 	touch $(STAMP)
 

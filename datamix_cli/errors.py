@@ -55,6 +55,22 @@ class ExporterRegistryError(DatamixError):
     """An exporter name is registered twice or not at all."""
 
 
+class ExportFailedError(DatamixError):
+    """A converter could not turn a part into its format."""
+
+
+class VerificationError(DatamixError):
+    """An artifact's outputs differ from the PyTorch part beyond tolerance."""
+
+
+class ManifestError(DatamixError):
+    """A split folder's manifest is missing, invalid, of an unknown version, or tampered with."""
+
+
+class OutputDirError(DatamixError):
+    """The output folder exists (without --force) or cannot be written."""
+
+
 def require(module: str, extra: str):
     """Import an optional dependency, or fail naming the extra that provides it."""
     import importlib

@@ -101,7 +101,7 @@ def load_weights(model, path: Path) -> None:
     """Load a state_dict into ``model``, naming every key that does not fit."""
     import torch
 
-    state = _torch_load(path, weights_only=True)
+    state = _torch_load(Path(path), weights_only=True)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsMismatchError(f"{path} is not a state_dict (a mapping of names to tensors)")
     own = model.state_dict()

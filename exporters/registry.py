@@ -23,11 +23,14 @@ class Exporter(Protocol):
     default_atol: ClassVar[float]  # max abs error accepted against PyTorch (fp32)
     dynamic_batch: ClassVar[bool]  # whether the artifact accepts any batch size
 
-    def export(self, module: Any, example_inputs: tuple, path: Path) -> None:
+    def check_available(self) -> None:
+        """Raise :class:`MissingExtraError` naming the pip extra if the backend is missing."""
+
+    def export(self, module: Any, example_inputs: tuple, path: Path, input_names: list[str], output_name: str) -> None:
         """Write ``module`` traced on ``example_inputs`` to ``path``."""
 
-    def load(self, path: Path) -> Callable[..., Any]:
-        """A callable running the artifact on NumPy arrays, returning a NumPy array."""
+    def load(self, path: Path, threads: int = 1) -> Callable[..., Any]:
+        """A callable running the artifact on NumPy arrays (inputs in order), returning a NumPy array."""
 
 
 _REGISTRY: dict[str, Exporter] = {}

@@ -1,0 +1,100 @@
+"""The manifest of a split folder: one dataclass, one JSON Schema, one version.
+
+Loading a folder validates the manifest against the schema shipped in this
+package, rejects unknown schema versions, and checks the sha256 of every file
+it lists before anything is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from datamix_cli.errors import ManifestError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything needed to run and check one split."""
+
+    datamix_version: str
+    model: dict
+    split: dict
+    protocol: dict
+    flops: dict
+    accuracy: dict
+    training: dict
+    artifacts: list[dict]
+    files: list[dict]
+    versions: dict
+    schema_version: int = SCHEMA_VERSION
+    created: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        validate(data)
+        return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "Manifest":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"manifest is not valid JSON: {exc}") from None
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if version != SCHEMA_VERSION:
+            raise ManifestError(f"unsupported manifest schema_version {version!r}; this datamix reads version {SCHEMA_VERSION}")
+        validate(data)
+        return cls(**data)
+
+    def artifact(self, role: str, fmt: str) -> dict:
+        for record in self.artifacts:
+            if record["role"] == role and record["format"] == fmt:
+                return record
+        have = ", ".join(f"{a['role']}/{a['format']}" for a in self.artifacts)
+        raise ManifestError(f"the split has no {role} artifact in format {fmt!r}; it has {have}")
+
+
+def validate(data: dict) -> None:
+    """Validate against the shipped JSON Schema; one line naming the first problem."""
+    import jsonschema
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.path) or "(top level)"
+        raise ManifestError(f"manifest does not match schema at {where}: {first.message}")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_manifest(folder: Path, roles: tuple[str, ...] | None = None) -> Manifest:
+    """Read ``folder/manifest.json`` and verify the sha256 of its files (only ``roles``' artifacts if given)."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        raise ManifestError(f"{folder} is not a split folder: {MANIFEST_NAME} not found")
+    manifest = Manifest.from_json(path.read_text())
+    records = [a for a in manifest.artifacts if roles is None or a["role"] in roles]
+    if roles is None:
+        records += manifest.files
+    for record in records:
+        file = Path(folder) / record["path"]
+        if not file.is_file():
+            raise ManifestError(f"{record['path']} listed in the manifest is missing from {folder}")
+        if sha256_file(file) != record["sha256"]:
+            raise ManifestError(f"{record['path']} does not match its sha256 in the manifest: the file was changed")
+    return manifest

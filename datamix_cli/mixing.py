@@ -1,0 +1,107 @@
+"""The DataMix mixing protocol: pure functions over NumPy (and torch, where noted).
+
+A group of k head features h (k, D) is sent as mixtures m = C·h, where C is a
+fresh secret k×k matrix per group: rows ~ Dirichlet(α·1) (convex combinations,
+mixup-style), resampled until cond(C) ≤ κ_max so that de-mixing z = C⁻¹·z̃ is
+stable in fp32. Coefficients come from OS entropy; a seed is accepted only for
+evaluation and tests. Nothing here logs, stores or returns C to anyone but the
+caller.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import numpy as np
+
+from datamix_cli.errors import DatamixError
+
+PROTOCOL_NAME = "datamix"
+PROTOCOL_VERSION = 1
+MIN_K, MAX_K = 2, 64
+MAX_DRAWS = 1000
+
+
+class ProtocolError(DatamixError):
+    """Mixing parameters are out of range or cannot be satisfied."""
+
+
+@dataclass(frozen=True)
+class MixingConfig:
+    """Parameters of the protocol, as the manifest records them."""
+
+    k: int = 4
+    alpha: float = 1.0
+    kappa_max: float = 50.0
+    shuffle: bool = False
+    noise_sigma: float = 0.0
+
+    def __post_init__(self):
+        if not MIN_K <= self.k <= MAX_K:
+            raise ProtocolError(f"group size k must be between {MIN_K} and {MAX_K}, got {self.k}")
+        if not self.alpha > 0:
+            raise ProtocolError(f"Dirichlet concentration alpha must be > 0, got {self.alpha}")
+        if not self.kappa_max >= 1:
+            raise ProtocolError(f"kappa_max (largest condition number of C) must be >= 1, got {self.kappa_max}")
+        if not self.noise_sigma >= 0:
+            raise ProtocolError(f"noise sigma must be >= 0, got {self.noise_sigma}")
+
+
+def coefficient_rng(seed: int | None = None) -> np.random.Generator:
+    """A generator seeded from OS entropy, or from ``seed`` for evaluation and tests only."""
+    return np.random.default_rng(secrets.randbits(128) if seed is None else seed)
+
+
+def draw_coefficients(rng: np.random.Generator, config: MixingConfig) -> np.ndarray:
+    """One k×k mixing matrix (float64): Dirichlet rows, cond(C) ≤ κ_max."""
+    for _ in range(MAX_DRAWS):
+        c = rng.dirichlet(np.full(config.k, config.alpha), size=config.k)
+        if np.linalg.cond(c) <= config.kappa_max:
+            return c
+    raise ProtocolError(
+        f"no mixing matrix with cond <= {config.kappa_max:g} in {MAX_DRAWS} draws for k={config.k}, "
+        f"alpha={config.alpha:g}; raise --kappa-max or lower --k"
+    )
+
+
+def draw_batch(rng: np.random.Generator, config: MixingConfig, groups: int) -> np.ndarray:
+    """``groups`` independent matrices, shape (groups, k, k)."""
+    return np.stack([draw_coefficients(rng, config) for _ in range(groups)])
+
+
+def mix(c, h):
+    """m = C·h over the group dimension; h is (k, ...) or grouped (G, k, ...). NumPy or torch."""
+    grouped = c.ndim == 3
+    lead = h.shape[: 2 if grouped else 1]
+    flat = h.reshape(*lead, -1)
+    return (c @ flat).reshape(h.shape)
+
+
+def demix(c_inv, z):
+    """z = C⁻¹·z̃, the inverse of :func:`mix` given C⁻¹."""
+    return mix(c_inv, z)
+
+
+def shuffle_permutation(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A permutation of the n mixtures of a batch, hiding which mixtures share a group."""
+    return rng.permutation(n)
+
+
+def unshuffle(values, permutation: np.ndarray):
+    """Undo ``values[permutation]``."""
+    inverse = np.empty_like(permutation)
+    inverse[permutation] = np.arange(len(permutation))
+    return values[inverse]
+
+
+def pad_with_decoys(x: np.ndarray, decoys: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """Fill the last group of ``x`` up to a multiple of k with random decoys; returns (padded, n_real)."""
+    n = len(x)
+    missing = (-n) % k
+    if missing == 0:
+        return x, n
+    if len(decoys) == 0:
+        raise ProtocolError("no decoys available to pad a partial group")
+    chosen = decoys[rng.choice(len(decoys), size=missing, replace=len(decoys) < missing)]
+    return np.concatenate([x, chosen.astype(x.dtype)]), n

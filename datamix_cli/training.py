@@ -1,0 +1,150 @@
+"""Mixing-aware fine-tuning and evaluation of split parts.
+
+Training runs head -> mix -> cloud -> de-mix -> tail end to end with a fresh
+C per group per step, so tail(C⁻¹·cloud(C·head(X))) stays accurate although
+the cloud part is not linear.
+
+BatchNorm: during fine-tuning every part is in train mode, so the cloud's
+BatchNorm layers normalise with the statistics of *mixtures* (what they will
+see in production) and their running statistics move there; the head's see
+clean inputs and the tail's de-mixed features. After training all parts are
+in eval mode, so each sample is processed independently of the others in its
+batch: the cloud may batch groups from many users without changing results.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from datamix_cli.errors import DatamixError
+from datamix_cli.mixing import MixingConfig, coefficient_rng, draw_batch, mix, pad_with_decoys
+
+
+class OptimizerName(str, enum.Enum):
+    adam = "adam"
+    sgd = "sgd"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 8
+    lr: float = 1e-3
+    batch_size: int = 64
+    optimizer: OptimizerName = OptimizerName.adam
+    distill: float = 0.5  # weight of distillation to the original model's logits; 0 turns it off
+    temperature: float = 2.0
+    seed: int | None = None  # seeds batch order and C for reproducible runs; None draws C from OS entropy
+
+    def validate(self, k: int) -> None:
+        if self.epochs < 0:
+            raise DatamixError(f"epochs must be >= 0, got {self.epochs}")
+        if not self.lr > 0:
+            raise DatamixError(f"learning rate must be > 0, got {self.lr}")
+        if self.batch_size < k or self.batch_size % k:
+            raise DatamixError(f"batch size {self.batch_size} must be a positive multiple of k={k}")
+        if not 0 <= self.distill <= 1:
+            raise DatamixError(f"distillation weight must be in [0, 1], got {self.distill}")
+
+
+def mixed_forward(parts, x: torch.Tensor, c: torch.Tensor, noise_sigma: float = 0.0, generator=None) -> torch.Tensor:
+    """Logits of ``x`` (G·k samples) through head, mix (C per group), cloud, de-mix, tail."""
+    groups, k = c.shape[0], c.shape[1]
+    h = parts.head(x)
+    m = mix(c, h.reshape(groups, k, *h.shape[1:]))
+    if noise_sigma:
+        m = m + noise_sigma * torch.randn(m.shape, generator=generator, dtype=m.dtype)
+    z_mixed = parts.cloud(m.reshape(groups * k, *h.shape[1:]))
+    z = mix(torch.linalg.inv(c.double()).to(c.dtype), z_mixed.reshape(groups, k, *z_mixed.shape[1:]))
+    return parts.tail(z.reshape(groups * k, *z_mixed.shape[1:]))
+
+
+def _set_train(parts, mode: bool) -> None:
+    for part in (parts.head, parts.cloud, parts.tail):
+        part.train(mode)
+
+
+def finetune(
+    parts,
+    teacher,
+    x: np.ndarray,
+    y: np.ndarray,
+    mixing: MixingConfig,
+    config: FinetuneConfig,
+    on_step: Callable[[int, int, float, float], None] | None = None,
+) -> list[dict]:
+    """Train the parts in place; returns per-epoch loss and accuracy. ``on_step(step, total, loss, acc)``."""
+    config.validate(mixing.k)
+    rng = coefficient_rng(config.seed)
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    params = [p for part in (parts.head, parts.cloud, parts.tail) for p in part.parameters()]
+    unique = list({id(p): p for p in params}.values())
+    if config.optimizer == OptimizerName.sgd:
+        optimizer = torch.optim.SGD(unique, lr=config.lr, momentum=0.9, weight_decay=5e-4)
+    else:
+        optimizer = torch.optim.Adam(unique, lr=config.lr)
+    usable = len(y) - len(y) % mixing.k
+    steps_per_epoch = -(-usable // config.batch_size)
+    total = max(1, config.epochs * steps_per_epoch)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+    xs, ys = torch.from_numpy(x), torch.from_numpy(y)
+    with torch.no_grad():
+        teacher_logits = teacher(xs) if config.distill else None
+    history, step = [], 0
+    _set_train(parts, True)
+    try:
+        for epoch in range(config.epochs):
+            order = torch.from_numpy(rng.permutation(len(y))[:usable])
+            seen, loss_sum, correct = 0, 0.0, 0
+            for start in range(0, usable, config.batch_size):
+                idx = order[start : start + config.batch_size]
+                c = torch.from_numpy(draw_batch(rng, mixing, len(idx) // mixing.k)).float()
+                logits = mixed_forward(parts, xs[idx], c, mixing.noise_sigma, generator)
+                loss = F.cross_entropy(logits, ys[idx])
+                if teacher_logits is not None:
+                    t = config.temperature
+                    soft = F.kl_div(F.log_softmax(logits / t, 1), F.softmax(teacher_logits[idx] / t, 1), reduction="batchmean")
+                    loss = (1 - config.distill) * loss + config.distill * soft * t * t
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                step += 1
+                seen += len(idx)
+                loss_sum += loss.item() * len(idx)
+                correct += (logits.argmax(1) == ys[idx]).sum().item()
+                if on_step:
+                    on_step(step, total, loss_sum / seen, correct / seen)
+            history.append({"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1)})
+    finally:
+        _set_train(parts, False)
+    return history
+
+
+@torch.no_grad()
+def predict_plain(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Logits of a module (or a callable) on ``x`` in batches, as NumPy."""
+    return np.concatenate([model(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)])
+
+
+@torch.no_grad()
+def predict_mixed(parts, x: np.ndarray, decoys: np.ndarray, mixing: MixingConfig, seed: int | None, groups_per_batch: int = 64) -> np.ndarray:
+    """Logits of ``x`` under the protocol: groups of k (last one padded with decoys), fresh C each."""
+    rng = coefficient_rng(seed)
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    padded, n = pad_with_decoys(x, decoys, mixing.k, rng)
+    out, step = [], groups_per_batch * mixing.k
+    for start in range(0, len(padded), step):
+        chunk = torch.from_numpy(padded[start : start + step])
+        c = torch.from_numpy(draw_batch(rng, mixing, len(chunk) // mixing.k)).float()
+        out.append(mixed_forward(parts, chunk, c, mixing.noise_sigma, generator).numpy())
+    return np.concatenate(out)[:n]
+
+
+def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float((logits.argmax(1) == y).mean())

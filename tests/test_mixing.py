@@ -1,0 +1,90 @@
+"""The mixing protocol's math."""
+
+import numpy as np
+import pytest
+import torch
+
+from datamix_cli.mixing import (
+    MixingConfig,
+    ProtocolError,
+    coefficient_rng,
+    demix,
+    draw_batch,
+    draw_coefficients,
+    mix,
+    pad_with_decoys,
+    shuffle_permutation,
+    unshuffle,
+)
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_demix_inverts_mix_within_1e_5(k):
+    rng = coefficient_rng(0)
+    config = MixingConfig(k=k)
+    for _ in range(20):
+        c = draw_coefficients(rng, config)
+        h = rng.standard_normal((k, 16, 5, 5)).astype(np.float32)
+        c32, c_inv32 = c.astype(np.float32), np.linalg.inv(c).astype(np.float32)
+        np.testing.assert_allclose(demix(c_inv32, mix(c32, h)), h, atol=1e-5, rtol=0)
+
+
+def test_rows_are_convex_combinations_and_condition_is_bounded():
+    config = MixingConfig(k=4, kappa_max=20)
+    cs = draw_batch(coefficient_rng(1), config, 200)
+    assert (cs >= 0).all()
+    np.testing.assert_allclose(cs.sum(axis=2), 1.0)
+    assert max(np.linalg.cond(c) for c in cs) <= 20
+
+
+def test_alpha_controls_concentration():
+    low = draw_batch(coefficient_rng(2), MixingConfig(k=4, alpha=0.1, kappa_max=1e6), 300).max(axis=2).mean()
+    high = draw_batch(coefficient_rng(2), MixingConfig(k=4, alpha=10.0), 300).max(axis=2).mean()
+    assert low > 0.8 > 0.5 > high
+
+
+def test_unseeded_draws_differ():
+    config = MixingConfig()
+    assert not np.allclose(draw_coefficients(coefficient_rng(), config), draw_coefficients(coefficient_rng(), config))
+
+
+def test_grouped_mix_matches_per_group_mix_in_numpy_and_torch():
+    rng = coefficient_rng(3)
+    config = MixingConfig(k=3)
+    c = draw_batch(rng, config, 5)
+    h = rng.standard_normal((5, 3, 2, 4))
+    grouped = mix(c, h)
+    for g in range(5):
+        np.testing.assert_allclose(grouped[g], mix(c[g], h[g]))
+    np.testing.assert_allclose(mix(torch.from_numpy(c), torch.from_numpy(h)).numpy(), grouped)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"k": 1}, "between 2 and 64"), ({"k": 65}, "between 2 and 64"), ({"alpha": 0}, "alpha"), ({"kappa_max": 0.5}, "kappa_max"), ({"noise_sigma": -1}, "sigma")],
+)
+def test_bad_parameters(kwargs, match):
+    with pytest.raises(ProtocolError, match=match):
+        MixingConfig(**kwargs)
+
+
+def test_unsatisfiable_condition_bound_is_an_error():
+    with pytest.raises(ProtocolError, match="raise --kappa-max"):
+        draw_coefficients(coefficient_rng(0), MixingConfig(k=64, kappa_max=2))
+
+
+def test_shuffle_round_trip():
+    rng = coefficient_rng(4)
+    values = np.arange(12) * 10
+    perm = shuffle_permutation(rng, 12)
+    np.testing.assert_array_equal(unshuffle(values[perm], perm), values)
+
+
+def test_decoy_padding():
+    rng = coefficient_rng(5)
+    x = np.zeros((5, 2), dtype=np.float32)
+    decoys = np.ones((3, 2))
+    padded, n = pad_with_decoys(x, decoys, 4, rng)
+    assert n == 5 and padded.shape == (8, 2) and padded.dtype == np.float32
+    assert padded[5:].min() == 1.0
+    assert pad_with_decoys(x[:4], decoys, 4, rng)[0].shape == (4, 2)
