@@ -43,6 +43,14 @@ class BudgetError(DatamixError):
     """The edge FLOPs budget is out of range or cannot be met."""
 
 
+class ConfigError(DatamixError):
+    """An option value is out of range or inconsistent with another."""
+
+
+class ProtocolError(DatamixError):
+    """Mixing parameters are out of range or cannot be satisfied."""
+
+
 class DatasetError(DatamixError):
     """A dataset is unknown, malformed or does not fit the model."""
 

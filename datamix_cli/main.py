@@ -54,9 +54,10 @@ def _root(
 
 
 def _register() -> None:
-    from datamix_cli.commands import profile
+    from datamix_cli.commands import profile, split
 
     app.command("profile")(profile.profile)
+    app.command("split")(split.split)
 
 
 _register()

@@ -15,16 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datamix_cli.errors import DatamixError
+from datamix_cli.errors import ProtocolError
 
 PROTOCOL_NAME = "datamix"
 PROTOCOL_VERSION = 1
 MIN_K, MAX_K = 2, 64
 MAX_DRAWS = 1000
-
-
-class ProtocolError(DatamixError):
-    """Mixing parameters are out of range or cannot be satisfied."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +29,8 @@ class MixingConfig:
 
     k: int = 4
     alpha: float = 1.0
-    kappa_max: float = 50.0
+    # 20, not 50: de-mixing multiplies the cloud's nonlinearity error by up to cond(C); see docs/protocol.md.
+    kappa_max: float = 20.0
     shuffle: bool = False
     noise_sigma: float = 0.0
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import enum
+
 from datamix_cli.errors import InputShapeError
+
+
+class OptimizerName(str, enum.Enum):
+    adam = "adam"
+    sgd = "sgd"
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

@@ -14,7 +14,6 @@ batch: the cloud may batch groups from many users without changing results.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,46 +21,55 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from datamix_cli.errors import DatamixError
+from datamix_cli.errors import ConfigError
 from datamix_cli.mixing import MixingConfig, coefficient_rng, draw_batch, mix, pad_with_decoys
-
-
-class OptimizerName(str, enum.Enum):
-    adam = "adam"
-    sgd = "sgd"
+from datamix_cli.options import OptimizerName
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    epochs: int = 8
-    lr: float = 1e-3
+    epochs: int = 12
+    lr: float = 3e-3
     batch_size: int = 64
     optimizer: OptimizerName = OptimizerName.adam
-    distill: float = 0.5  # weight of distillation to the original model's logits; 0 turns it off
+    distill: float = 0.0  # weight of distillation to the original model's logits; 0 turns it off
     temperature: float = 2.0
+    feature_match: float = 1.0  # weight of matching de-mixed cloud outputs to the original split's; 0 turns it off
     seed: int | None = None  # seeds batch order and C for reproducible runs; None draws C from OS entropy
 
     def validate(self, k: int) -> None:
         if self.epochs < 0:
-            raise DatamixError(f"epochs must be >= 0, got {self.epochs}")
+            raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
         if not self.lr > 0:
-            raise DatamixError(f"learning rate must be > 0, got {self.lr}")
+            raise ConfigError(f"learning rate must be > 0, got {self.lr}")
         if self.batch_size < k or self.batch_size % k:
-            raise DatamixError(f"batch size {self.batch_size} must be a positive multiple of k={k}")
+            raise ConfigError(f"batch size {self.batch_size} must be a positive multiple of k={k}")
         if not 0 <= self.distill <= 1:
-            raise DatamixError(f"distillation weight must be in [0, 1], got {self.distill}")
+            raise ConfigError(f"distillation weight must be in [0, 1], got {self.distill}")
+        if not self.feature_match >= 0:
+            raise ConfigError(f"feature-match weight must be >= 0, got {self.feature_match}")
 
 
-def mixed_forward(parts, x: torch.Tensor, c: torch.Tensor, noise_sigma: float = 0.0, generator=None) -> torch.Tensor:
+def mixed_forward(parts, x: torch.Tensor, c: torch.Tensor, mixing: MixingConfig, generator=None) -> torch.Tensor:
     """Logits of ``x`` (G·k samples) through head, mix (C per group), cloud, de-mix, tail."""
+    return parts.tail(mixed_features(parts, x, c, mixing, generator))
+
+
+def mixed_features(parts, x: torch.Tensor, c: torch.Tensor, mixing: MixingConfig, generator=None) -> torch.Tensor:
+    """De-mixed cloud outputs of ``x``: what the tail receives, with noise and shuffling as configured."""
     groups, k = c.shape[0], c.shape[1]
     h = parts.head(x)
-    m = mix(c, h.reshape(groups, k, *h.shape[1:]))
-    if noise_sigma:
-        m = m + noise_sigma * torch.randn(m.shape, generator=generator, dtype=m.dtype)
-    z_mixed = parts.cloud(m.reshape(groups * k, *h.shape[1:]))
+    m = mix(c, h.reshape(groups, k, *h.shape[1:])).reshape(groups * k, *h.shape[1:])
+    if mixing.noise_sigma:
+        m = m + mixing.noise_sigma * torch.randn(m.shape, generator=generator, dtype=m.dtype)
+    if mixing.shuffle:
+        # The cloud sees the batch's mixtures in random order; the edge restores it.
+        order = torch.randperm(len(m), generator=generator)
+        z_mixed = parts.cloud(m[order])[torch.argsort(order)]
+    else:
+        z_mixed = parts.cloud(m)
     z = mix(torch.linalg.inv(c.double()).to(c.dtype), z_mixed.reshape(groups, k, *z_mixed.shape[1:]))
-    return parts.tail(z.reshape(groups * k, *z_mixed.shape[1:]))
+    return z.reshape(groups * k, *z_mixed.shape[1:])
 
 
 def _set_train(parts, mode: bool) -> None:
@@ -95,6 +103,9 @@ def finetune(
     xs, ys = torch.from_numpy(x), torch.from_numpy(y)
     with torch.no_grad():
         teacher_logits = teacher(xs) if config.distill else None
+        # Before any update the parts are the original model: their cloud outputs are the target.
+        target = parts.cloud(parts.head(xs)) if config.feature_match else None
+        scale = target.var().clamp_min(1e-12) if target is not None else None
     history, step = [], 0
     _set_train(parts, True)
     try:
@@ -104,12 +115,15 @@ def finetune(
             for start in range(0, usable, config.batch_size):
                 idx = order[start : start + config.batch_size]
                 c = torch.from_numpy(draw_batch(rng, mixing, len(idx) // mixing.k)).float()
-                logits = mixed_forward(parts, xs[idx], c, mixing.noise_sigma, generator)
+                z = mixed_features(parts, xs[idx], c, mixing, generator)
+                logits = parts.tail(z)
                 loss = F.cross_entropy(logits, ys[idx])
                 if teacher_logits is not None:
                     t = config.temperature
                     soft = F.kl_div(F.log_softmax(logits / t, 1), F.softmax(teacher_logits[idx] / t, 1), reduction="batchmean")
                     loss = (1 - config.distill) * loss + config.distill * soft * t * t
+                if target is not None:
+                    loss = loss + config.feature_match * F.mse_loss(z, target[idx]) / scale
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -142,7 +156,7 @@ def predict_mixed(parts, x: np.ndarray, decoys: np.ndarray, mixing: MixingConfig
     for start in range(0, len(padded), step):
         chunk = torch.from_numpy(padded[start : start + step])
         c = torch.from_numpy(draw_batch(rng, mixing, len(chunk) // mixing.k)).float()
-        out.append(mixed_forward(parts, chunk, c, mixing.noise_sigma, generator).numpy())
+        out.append(mixed_forward(parts, chunk, c, mixing, generator).numpy())
     return np.concatenate(out)[:n]
 
 

@@ -40,7 +40,8 @@ class TfliteExporter:
     dynamic_batch = False
 
     def check_available(self) -> None:
-        require("litert_torch", self.extra)
+        with captured_output():  # importing litert-torch prints torchao and absl noise
+            require("litert_torch", self.extra)
         interpreter_class()
 
     def export(self, module, example_inputs: tuple, path: Path, input_names: list[str], output_name: str) -> None:
@@ -54,7 +55,9 @@ class TfliteExporter:
                 raise ExportFailedError(f"TFLite conversion of {path.name} failed: {exc}\n{log()[-2000:]}") from exc
 
     def load(self, path: Path, threads: int = 1):
-        interpreter = interpreter_class()(model_path=str(path), num_threads=threads)
+        with captured_output():  # the XNNPACK delegate announces itself on stderr
+            interpreter = interpreter_class()(model_path=str(path), num_threads=threads)
+            interpreter.allocate_tensors()
         runner = interpreter.get_signature_runner()
         # litert-torch names positional inputs args_0, args_1, ... in order.
         names = sorted(interpreter.get_signature_list()["serving_default"]["inputs"], key=lambda n: int(n.rsplit("_", 1)[1]))

@@ -1,0 +1,117 @@
+"""``datamix split``: pick the split, fine-tune mixing-aware, export and verify a shippable folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from datamix_cli.commands._model_options import MODEL_ARG, MODEL_KWARGS, TRUST_PICKLE, WEIGHTS, model_source
+from datamix_cli.options import OptimizerName
+
+
+def split(
+    model: str = MODEL_ARG,
+    weights: Path = WEIGHTS,
+    trust_pickle: bool = TRUST_PICKLE,
+    model_kwargs: str = MODEL_KWARGS,
+    data: str = typer.Option(..., "--data", help="digits, faces, x.npz (arrays x, y) or a folder of class sub-folders."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (refused if it exists, unless --force)."),
+    input_shape: str = typer.Option(None, "--input-shape", help="Model input with batch dimension, e.g. 1,1,32,32."),
+    budget: float = typer.Option(0.2, "--budget", help="Largest share of the model's FLOPs the edge may run, in (0, 1]."),
+    head_cut: str = typer.Option(None, "--head-cut", help="End the head at this cut instead of the budget's choice."),
+    tail_cut: str = typer.Option(None, "--tail-cut", help="Start the tail at this cut instead of the one before the classifier."),
+    k: int = typer.Option(4, "--k", help="Group size: inputs mixed together (2..64)."),
+    alpha: float = typer.Option(1.0, "--alpha", help="Dirichlet concentration of the rows of C (> 0)."),
+    kappa_max: float = typer.Option(20.0, "--kappa-max", help="Largest condition number of C (>= 1)."),
+    noise: float = typer.Option(0.0, "--noise", help="Std of Gaussian noise added to mixtures (trained with)."),
+    shuffle: bool = typer.Option(False, "--shuffle/--no-shuffle", help="Shuffle mixtures across groups before sending."),
+    epochs: int = typer.Option(12, "--epochs", help="Mixing-aware fine-tuning epochs."),
+    lr: float = typer.Option(3e-3, "--lr", help="Learning rate."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Batch size, a multiple of k."),
+    optimizer: OptimizerName = typer.Option(OptimizerName.adam, "--optimizer", help="Optimizer."),
+    distill: float = typer.Option(0.0, "--distill", help="Weight of distillation to the original model's logits (0 = off)."),
+    feature_match: float = typer.Option(1.0, "--feature-match", help="Weight of matching de-mixed cloud outputs to the original model's (0 = off)."),
+    seed: int = typer.Option(None, "--seed", help="Seed training (batch order, C) for reproducible runs; default: OS entropy."),
+    eval_seed: int = typer.Option(0, "--eval-seed", help="Seed of the C used to evaluate accuracy and verify artifacts."),
+    holdout: float = typer.Option(0.2, "--holdout", help="Share of the data held out for evaluation."),
+    formats: str = typer.Option("onnx,tflite", "--formats", help="Edge formats, comma-separated."),
+    atol: float = typer.Option(None, "--atol", help="Max abs error accepted against PyTorch (default: per format, 1e-4 for fp32)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="Write artifacts even if they miss the tolerance."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON instead of tables."),
+) -> None:
+    """Split a model for DataMix: fine-tune it mixing-aware and export edge (ONNX, TFLite) and cloud (TorchScript) parts."""
+    from datamix_cli.mixing import MixingConfig
+    from datamix_cli.options import parse_shape
+    from datamix_cli.splitting import SplitConfig, run_split
+    from datamix_cli.training import FinetuneConfig
+
+    config = SplitConfig(
+        source=model_source(model, weights, trust_pickle, model_kwargs),
+        data=data,
+        out=out,
+        input_shape=parse_shape(input_shape) if input_shape else None,
+        budget=budget,
+        head_cut=head_cut,
+        tail_cut=tail_cut,
+        mixing=MixingConfig(k=k, alpha=alpha, kappa_max=kappa_max, shuffle=shuffle, noise_sigma=noise),
+        training=FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, distill=distill, feature_match=feature_match, seed=seed),
+        holdout=holdout,
+        eval_seed=eval_seed,
+        formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
+        atol=atol,
+        force=force,
+        allow_mismatch=allow_mismatch,
+    )
+    if as_json:
+        result = run_split(config)
+        typer.echo(json.dumps(json.loads(result.manifest.to_json()), indent=2))
+        return
+    _run_with_progress(config, run_split)
+
+
+def _run_with_progress(config, run_split) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    columns = (TextColumn("fine-tuning"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("train", total=None, loss=float("nan"), acc=float("nan"))
+
+        def on_step(step, total, loss, acc):
+            progress.update(task, completed=step, total=total, loss=loss, acc=acc)
+
+        result = run_split(config, on_step=on_step, report=progress.console.print)
+    _print_summary(result)
+
+
+def _print_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    m = result.manifest
+    console = Console()
+    acc = m.accuracy
+    table = Table(title=f"accuracy on {acc['n']} held-out samples of {acc['dataset']} (C seed {acc['eval_seed']}, k={m.protocol['k']})")
+    table.add_column("model")
+    table.add_column("accuracy", justify="right")
+    for key, label in (("original", "original model"), ("split_without_mixing", "split, no mixing"),
+                       ("naive_mixing", "naive mixing (before fine-tuning)"), ("mixing_aware", "mixing-aware fine-tuned")):
+        table.add_row(label, f"{acc[key]:.2%}")
+    console.print(table)
+    artifacts = Table(title="artifacts (verified against PyTorch)")
+    for column in ("path", "format", "max abs error", "tolerance"):
+        artifacts.add_column(column, justify="right" if column in ("max abs error", "tolerance") else "left")
+    for a in m.artifacts:
+        artifacts.add_row(a["path"], a["format"], f"{a['max_abs_error']:.2e}", f"{a['tolerance']:g}")
+    console.print(artifacts)
+    f = m.flops
+    console.print(
+        f"edge FLOPs share {f['edge_fraction']:.1%} (head {m.split['head_cut']}, tail from {m.split['tail_cut']}); "
+        f"uplink {m.split['uplink']['bytes_per_sample']} B/sample, downlink {m.split['downlink']['bytes_per_sample']} B/sample"
+    )
+    console.print(f"wrote {result.out} in {result.seconds:.1f} s")

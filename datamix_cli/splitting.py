@@ -1,0 +1,341 @@
+"""``datamix split`` as a library call: pick the split, fine-tune mixing-aware,
+evaluate, export and verify every artifact, write the manifest, publish."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from datamix_cli import __version__
+from datamix_cli.errors import DatasetError, VerificationError
+from datamix_cli.loading import ModelSource
+from datamix_cli.mixing import PROTOCOL_NAME, PROTOCOL_VERSION, MixingConfig, coefficient_rng, draw_coefficients
+from datamix_cli.training import FinetuneConfig
+
+EDGE_FORMATS = ("onnx", "tflite")
+CLOUD_FORMAT = "torchscript"
+NORMALISATION = "float32 in [0, 1] (pixel / max value); no mean/std normalisation"
+SPLIT_ATOL = 1e-4
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    source: ModelSource
+    data: str
+    out: Path
+    input_shape: tuple[int, ...] | None = None
+    budget: float = 0.2
+    head_cut: str | None = None
+    tail_cut: str | None = None
+    mixing: MixingConfig = field(default_factory=MixingConfig)
+    training: FinetuneConfig = field(default_factory=FinetuneConfig)
+    holdout: float = 0.2
+    data_seed: int = 0
+    eval_seed: int | None = 0
+    formats: tuple[str, ...] = EDGE_FORMATS
+    decoys: int = 32
+    verify_groups: int = 8
+    atol: float | None = None
+    force: bool = False
+    allow_mismatch: bool = False
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    out: Path
+    manifest: "datamix_cli.manifest.Manifest"  # noqa: F821
+    seconds: float
+
+
+Reporter = Callable[[str], None]
+
+
+def run_split(config: SplitConfig, on_step=None, report: Reporter = lambda message: None) -> SplitResult:
+    import torch
+
+    from datamix_cli.data import load_dataset
+    from datamix_cli.loading import load_model
+    from datamix_cli.output import StagedFolder
+    from datamix_cli.profiling import resolve_input_shape
+    from datamix_cli.training import accuracy, finetune, predict_mixed, predict_plain
+    from exporters import get_exporter
+    from partitioners.graph import trace_model
+    from partitioners.partition import partition
+    from partitioners.profile import profile_model
+    from partitioners.select import choose_split
+
+    started = time.perf_counter()
+    config.training.validate(config.mixing.k)
+    if not 0 < config.holdout < 1:
+        raise DatasetError(f"holdout must be in (0, 1), got {config.holdout}")
+    exporters = {name: get_exporter(name) for name in (*config.formats, CLOUD_FORMAT)}
+    for exporter in exporters.values():
+        exporter.check_available()
+    with StagedFolder(config.out, config.force) as staged:
+        model = load_model(config.source)
+        traced = trace_model(model)
+        shape = resolve_input_shape(traced, config.input_shape, config.data)
+        sample_shape = tuple(shape[1:])
+        profile = profile_model(traced, (1, *sample_shape))
+        decision = choose_split(profile, config.budget, config.mixing.k, config.head_cut, config.tail_cut)
+        dataset = load_dataset(config.data, sample_shape)
+        num_classes = _num_classes(model, sample_shape)
+        _check_labels(dataset, num_classes)
+        parts = partition(traced, decision.head_cut, decision.tail_cut)
+        train, held = dataset.split(config.holdout, config.data_seed)
+        decoys = train.x[np.random.default_rng(config.data_seed).choice(len(train.y), min(config.decoys, len(train.y)), replace=False)]
+        report(f"split: head → {decision.head_cut.name}, tail from {decision.tail_cut.name}, edge share {decision.edge_fraction:.1%}")
+
+        original_logits = predict_plain(model, held.x)
+        split_logits = predict_plain(lambda x: parts.tail(parts.cloud(parts.head(x))), held.x)
+        split_error = float(np.max(np.abs(split_logits - original_logits)))
+        if split_error > SPLIT_ATOL:
+            raise VerificationError(f"tail(cloud(head(x))) differs from model(x) by {split_error:.3g} > {SPLIT_ATOL:g}")
+        acc = {
+            "original": accuracy(original_logits, held.y),
+            "split_without_mixing": accuracy(split_logits, held.y),
+            "naive_mixing": accuracy(predict_mixed(parts, held.x, decoys, config.mixing, config.eval_seed), held.y),
+        }
+        report(f"fine-tuning mixing-aware on {len(train.y)} samples")
+        trained_at = time.perf_counter()
+        history = finetune(parts, model, train.x, train.y, config.mixing, config.training, on_step)
+        train_seconds = time.perf_counter() - trained_at
+        acc["mixing_aware"] = accuracy(predict_mixed(parts, held.x, decoys, config.mixing, config.eval_seed), held.y)
+
+        report("exporting and verifying artifacts")
+        folder = staged.staging
+        artifacts, checks = _export_all(parts, exporters, config, decision, sample_shape, num_classes, held.x, folder)
+        if not config.allow_mismatch:
+            from exporters.verify import raise_on_failures
+
+            raise_on_failures(checks)
+        files = _write_side_files(folder, parts, decoys, held.x, config, sample_shape)
+        manifest = _manifest(
+            config, model, profile, decision, sample_shape, dataset, num_classes, len(held.y), acc,
+            history, train_seconds, artifacts, files,
+        )
+        (folder / "manifest.json").write_text(manifest.to_json())
+        out = staged.publish()
+    del torch
+    return SplitResult(out, manifest, time.perf_counter() - started)
+
+
+def _num_classes(model, sample_shape) -> int:
+    import torch
+
+    with torch.no_grad():
+        out = model(torch.zeros(1, *sample_shape))
+    return int(out.shape[-1])
+
+
+def _check_labels(dataset, num_classes: int) -> None:
+    if int(dataset.y.max()) >= num_classes or int(dataset.y.min()) < 0:
+        raise DatasetError(
+            f"labels of {dataset.name} run {dataset.y.min()}..{dataset.y.max()} but the model has {num_classes} outputs"
+        )
+    if len(dataset.classes) > num_classes:
+        raise DatasetError(f"{dataset.name} has {len(dataset.classes)} classes but the model has {num_classes} outputs")
+
+
+def _tensor(name: str, shape, dtype: str = "float32") -> dict:
+    spec = {"name": name, "shape": [int(d) for d in shape], "dtype": dtype}
+    per_sample = [d for d in shape[1:]]
+    if all(d > 0 for d in per_sample):
+        spec["bytes_per_sample"] = int(np.prod(per_sample, dtype=np.int64)) * 4
+    return spec
+
+
+def _export_all(parts, exporters, config, decision, sample_shape, num_classes, held_x, folder: Path):
+    """Export head/tail in every edge format and the cloud in TorchScript; verify each against PyTorch."""
+    import torch
+
+    from datamix_cli.edge_modules import HeadWithMix, TailWithDemix
+    from exporters.verify import Check, max_abs_error
+
+    k = config.mixing.k
+    up, down = decision.head_cut.activation_shape, decision.tail_cut.activation_shape
+    head, tail = HeadWithMix(parts.head).eval(), TailWithDemix(parts.tail).eval()
+    rng = coefficient_rng(config.eval_seed)
+    picks = rng.choice(len(held_x), size=(config.verify_groups, k), replace=len(held_x) < config.verify_groups * k)
+    cs = [draw_coefficients(rng, config.mixing).astype(np.float32) for _ in range(config.verify_groups)]
+
+    def torch_fn(module):
+        def run(*arrays):
+            with torch.no_grad():
+                return module(*(torch.from_numpy(a) for a in arrays)).numpy()
+
+        return run
+
+    head_cases = [(held_x[p], c) for p, c in zip(picks, cs)]
+    mixtures = [torch_fn(head)(*case) for case in head_cases]
+    cloud_out = [torch_fn(parts.cloud)(m) for m in mixtures]
+    tail_cases = [(z, np.linalg.inv(c.astype(np.float64)).astype(np.float32)) for z, c in zip(cloud_out, cs)]
+    cloud_cases = [(np.concatenate(mixtures),), (mixtures[0][:1],)]  # any batch size, including 1
+
+    specs = {
+        "head": (head, head_cases, [_tensor("x", (k, *sample_shape)), _tensor("C", (k, k))], [_tensor("mixtures", (k, *up))]),
+        "tail": (tail, tail_cases, [_tensor("cloud_out", (k, *down)), _tensor("C_inv", (k, k))], [_tensor("scores", (k, num_classes))]),
+        "cloud": (parts.cloud, cloud_cases, [_tensor("mixtures", (-1, *up))], [_tensor("cloud_out", (-1, *down))]),
+    }
+    plan = [(role, name) for name in config.formats for role in ("head", "tail")] + [("cloud", CLOUD_FORMAT)]
+    artifacts, checks = [], []
+    for role, name in plan:
+        exporter = exporters[name]
+        module, cases, inputs, outputs = specs[role]
+        relative = f"{'cloud' if role == 'cloud' else 'edge'}/{role}{exporter.suffix}"
+        path = folder / relative
+        path.parent.mkdir(exist_ok=True)
+        exporter.export(module, tuple(torch.from_numpy(a) for a in cases[0]), path, [i["name"] for i in inputs], outputs[0]["name"])
+        error = max_abs_error(exporter.load(path), torch_fn(module), cases)
+        tolerance = config.atol if config.atol is not None else exporter.default_atol
+        checks.append(Check(relative, error, tolerance))
+        artifacts.append(
+            {
+                "path": relative,
+                "format": name,
+                "role": role,
+                "sha256": _sha256(path),
+                "inputs": inputs,
+                "outputs": outputs,
+                "max_abs_error": error if np.isfinite(error) else 1e308,
+                "tolerance": tolerance,
+            }
+        )
+    return artifacts, checks
+
+
+def _write_side_files(folder: Path, parts, decoys, held_x, config, sample_shape) -> list[dict]:
+    """edge/decoys.npz and test_vectors.npz (one fixed test C, never used for real data)."""
+    import torch
+
+    from datamix_cli.edge_modules import HeadWithMix, TailWithDemix
+
+    k = config.mixing.k
+    np.savez(folder / "edge" / "decoys.npz", x=decoys.astype(np.float32))
+    rng = np.random.default_rng(12345)
+    x = held_x[:k].astype(np.float32)
+    c = draw_coefficients(rng, config.mixing).astype(np.float32)
+    c_inv = np.linalg.inv(c.astype(np.float64)).astype(np.float32)
+    with torch.no_grad():
+        mixtures = HeadWithMix(parts.head)(torch.from_numpy(x), torch.from_numpy(c))
+        cloud_out = parts.cloud(mixtures)
+        scores = TailWithDemix(parts.tail)(cloud_out, torch.from_numpy(c_inv))
+    np.savez(folder / "test_vectors.npz", x=x, C=c, C_inv=c_inv, mixtures=mixtures.numpy(), cloud_out=cloud_out.numpy(), scores=scores.numpy())
+    return [
+        {"path": "edge/decoys.npz", "sha256": _sha256(folder / "edge" / "decoys.npz"), "role": "decoys"},
+        {"path": "test_vectors.npz", "sha256": _sha256(folder / "test_vectors.npz"), "role": "test_vectors"},
+    ]
+
+
+def _sha256(path: Path) -> str:
+    from datamix_cli.manifest import sha256_file
+
+    return sha256_file(path)
+
+
+def state_dict_sha256(model) -> str:
+    """Identity of a model's parameters and buffers, independent of how they were stored."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _model_name(spec: str) -> str:
+    stem = spec.rpartition(":")[2] if ":" in spec else Path(spec).stem
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", stem) or "model"
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    versions = {}
+    for package in ("torch", "numpy", "onnx", "onnxruntime", "onnxscript", "litert-torch", "ai-edge-litert"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _manifest(config, model, profile, decision, sample_shape, dataset, num_classes, n_eval, acc, history, train_seconds, artifacts, files):
+    from datamix_cli.manifest import Manifest
+    from partitioners.flops import FLOPS_RULE
+
+    k = config.mixing.k
+    up, down = decision.head_cut.activation_shape, decision.tail_cut.activation_shape
+    training = config.training
+    return Manifest(
+        datamix_version=__version__,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        model={
+            "name": _model_name(config.source.spec),
+            "source": config.source.spec,
+            "weights": str(config.source.weights) if config.source.weights else None,
+            "sha256": state_dict_sha256(model),
+            "input_shape": [-1, *sample_shape],
+            "dtype": "float32",
+            "normalisation": NORMALISATION,
+            "class_labels": list(dataset.classes) + [str(i) for i in range(len(dataset.classes), num_classes)],
+            "num_classes": num_classes,
+        },
+        split={
+            "head_cut": decision.head_cut.name,
+            "tail_cut": decision.tail_cut.name,
+            "uplink": _tensor("mixtures", (-1, *up)),
+            "downlink": _tensor("cloud_out", (-1, *down)),
+        },
+        protocol={
+            "name": PROTOCOL_NAME,
+            "version": PROTOCOL_VERSION,
+            "k": k,
+            "distribution": "dirichlet",
+            "alpha": config.mixing.alpha,
+            "kappa_max": config.mixing.kappa_max,
+            "decoys": {"path": "edge/decoys.npz", "count": int(min(config.decoys, len(dataset.y)))},
+            "shuffle": config.mixing.shuffle,
+            "noise_sigma": config.mixing.noise_sigma,
+            "mix": "m = C·h over the group of k (h flattened per sample); fresh C per group, rows ~ Dirichlet(alpha·1), cond(C) <= kappa_max",
+            "demix": "z = C⁻¹·z̃ over the group of k",
+            "seeded": training.seed is not None or config.eval_seed is not None,
+        },
+        flops={
+            "rule": FLOPS_RULE,
+            "total": profile.total_flops,
+            "head": decision.head_flops,
+            "cloud": decision.cloud_flops,
+            "tail": decision.tail_flops,
+            "mix": decision.mix_flops,
+            "demix": decision.demix_flops,
+            "edge": decision.edge_flops,
+            "edge_fraction": decision.edge_fraction,
+            "uncounted_ops": profile.uncounted_ops,
+        },
+        accuracy={"dataset": config.data, "n": n_eval, "eval_seed": config.eval_seed, **acc},
+        training={
+            "epochs": training.epochs,
+            "lr": training.lr,
+            "batch_size": training.batch_size,
+            "optimizer": training.optimizer.value,
+            "distill": training.distill,
+            "feature_match": training.feature_match,
+            "temperature": training.temperature,
+            "seed": training.seed,
+            "holdout": config.holdout,
+            "data_seed": config.data_seed,
+            "seconds": round(train_seconds, 2),
+            "history": history,
+            "batchnorm": "train mode during fine-tuning (cloud BN statistics follow the mixtures), eval mode in every artifact",
+        },
+        artifacts=artifacts,
+        files=files,
+        versions=_versions(),
+    )
