@@ -27,6 +27,8 @@ demo: $(CHECKPOINT)
 	mkdir -p $(DEMO_OUT)
 	$(BIN)/datamix profile examples/models.py:resnet --weights $(CHECKPOINT) \
 		--input-shape 1,1,32,32 --budget 0.2 --k 4 --plot $(DEMO_OUT)/flops.png
+	$(BIN)/datamix split examples/models.py:resnet --weights $(CHECKPOINT) --data digits \
+		--input-shape 1,1,32,32 --budget 0.2 --k 4 --out $(DEMO_OUT)/resnet-split --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -44,6 +44,9 @@ class StagedFolder:
         if self.target.exists():
             backup = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
             self.target.rename(backup)
+        umask = os.umask(0)
+        os.umask(umask)
+        self.staging.chmod(0o777 & ~umask)  # mkdtemp made it private to us
         self.staging.rename(self.target)
         self.published = True
         if backup is not None:

@@ -26,7 +26,13 @@ class OnnxExporter:
         with captured_output() as log:
             try:
                 torch.onnx.export(
-                    module, example_inputs, str(path), dynamo=True, input_names=input_names, output_names=[output_name]
+                    module,
+                    example_inputs,
+                    str(path),
+                    dynamo=True,
+                    external_data=False,  # one self-contained file, so its sha256 covers the weights
+                    input_names=input_names,
+                    output_names=[output_name],
                 )
             except Exception as exc:
                 raise ExportFailedError(f"ONNX export of {path.name} failed: {exc}\n{log()[-2000:]}") from exc

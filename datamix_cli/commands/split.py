@@ -77,15 +77,29 @@ def _run_with_progress(config, run_split) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    columns = (TextColumn("fine-tuning"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("train", total=None, loss=float("nan"), acc=float("nan"))
+    progress = Progress(
+        TextColumn("fine-tuning"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    task = None
 
-        def on_step(step, total, loss, acc):
-            progress.update(task, completed=step, total=total, loss=loss, acc=acc)
+    def on_step(step, total, loss, acc):
+        nonlocal task
+        if task is None:  # shown only once training starts, so early errors stay one line
+            progress.start()
+            task = progress.add_task("train", total=total, loss=loss, acc=acc)
+        progress.update(task, completed=step, loss=loss, acc=acc)
+        if step == total:
+            progress.stop()
 
-        result = run_split(config, on_step=on_step, report=progress.console.print)
+    try:
+        result = run_split(config, on_step=on_step, report=console.print)
+    finally:
+        progress.stop()
     _print_summary(result)
 
 
