@@ -237,3 +237,17 @@ def test_cli_split_json(tmp_path):
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.output[result.output.index("{"):])
     assert manifest["split"]["head_cut"] and (out / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenet_v2"])
+def test_split_exports_and_verifies_the_other_examples(tmp_path, name):
+    from datamix_cli.data import load_dataset
+
+    digits = load_dataset("digits")
+    small = npz(tmp_path, digits.x[:60], digits.y[:60])
+    out = tmp_path / name
+    result = run_split(config(out, source=ModelSource(f"{EXAMPLES_FILE}:{name}"), data=small, training=FinetuneConfig(epochs=0)))
+    assert len(result.manifest.artifacts) == 5
+    assert all(a["max_abs_error"] <= a["tolerance"] for a in result.manifest.artifacts)
+    assert result.manifest.flops["edge_fraction"] <= 0.2
+    load_manifest(out)
