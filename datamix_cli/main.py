@@ -54,10 +54,13 @@ def _root(
 
 
 def _register() -> None:
-    from datamix_cli.commands import profile, split
+    from datamix_cli.commands import profile, serve, split
 
     app.command("profile")(profile.profile)
     app.command("split")(split.split)
+    app.command("serve")(serve.serve)
+    app.command("infer")(serve.infer)
+    app.command("serve-local")(serve.serve_local)
 
 
 _register()
@@ -65,3 +68,7 @@ _register()
 
 def main() -> None:
     sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

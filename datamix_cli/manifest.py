@@ -83,14 +83,15 @@ def sha256_file(path: Path) -> str:
 
 
 def load_manifest(folder: Path, roles: tuple[str, ...] | None = None) -> Manifest:
-    """Read ``folder/manifest.json`` and verify the sha256 of its files (only ``roles``' artifacts if given)."""
+    """Read ``folder/manifest.json`` and verify the sha256 of its files (only those with ``roles`` if given).
+
+    Roles: ``head``, ``cloud``, ``tail`` (artifacts), ``decoys``, ``test_vectors`` (other files).
+    """
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
         raise ManifestError(f"{folder} is not a split folder: {MANIFEST_NAME} not found")
     manifest = Manifest.from_json(path.read_text())
-    records = [a for a in manifest.artifacts if roles is None or a["role"] in roles]
-    if roles is None:
-        records += manifest.files
+    records = [r for r in (*manifest.artifacts, *manifest.files) if roles is None or r["role"] in roles]
     for record in records:
         file = Path(folder) / record["path"]
         if not file.is_file():

@@ -21,6 +21,7 @@ from datamix_cli.training import FinetuneConfig
 
 EDGE_FORMATS = ("onnx", "tflite")
 CLOUD_FORMAT = "torchscript"
+REFERENCE_FORMAT = "torchscript"
 NORMALISATION = "float32 in [0, 1] (pixel / max value); no mean/std normalisation"
 SPLIT_ATOL = 1e-4
 
@@ -184,7 +185,9 @@ def _export_all(parts, exporters, config, decision, sample_shape, num_classes, h
         "tail": (tail, tail_cases, [_tensor("cloud_out", (k, *down)), _tensor("C_inv", (k, k))], [_tensor("scores", (k, num_classes))]),
         "cloud": (parts.cloud, cloud_cases, [_tensor("mixtures", (-1, *up))], [_tensor("cloud_out", (-1, *down))]),
     }
-    plan = [(role, name) for name in config.formats for role in ("head", "tail")] + [("cloud", CLOUD_FORMAT)]
+    # TorchScript edge parts are the PyTorch reference that serve-local checks the edge runtimes against.
+    edge_formats = (*config.formats, REFERENCE_FORMAT)
+    plan = [(role, name) for name in edge_formats for role in ("head", "tail")] + [("cloud", CLOUD_FORMAT)]
     artifacts, checks = [], []
     for role, name in plan:
         exporter = exporters[name]

@@ -45,3 +45,19 @@ def mlp() -> nn.Sequential:
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def small_split(tmp_path_factory):
+    """A split of the (untrained) small CNN with every artifact, made once per test session."""
+    from datamix_cli.loading import ModelSource
+    from datamix_cli.splitting import SplitConfig, run_split
+    from datamix_cli.training import FinetuneConfig
+
+    out = tmp_path_factory.mktemp("shared") / "small-split"
+    config = SplitConfig(
+        source=ModelSource(f"{EXAMPLES_FILE}:small_cnn"), data="digits", out=out, input_shape=(1, 1, 32, 32),
+        training=FinetuneConfig(epochs=1, seed=0),
+    )
+    run_split(config)
+    return out

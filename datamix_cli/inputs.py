@@ -1,0 +1,43 @@
+"""Reading the inputs a user hands ``datamix infer``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from datamix_cli.data import IMAGE_SUFFIXES, fit_to_shape
+from datamix_cli.errors import DatasetError, InputFileError, require
+
+
+def read_inputs(paths: list[Path], sample_shape: tuple[int, ...]) -> tuple[np.ndarray, list[str]]:
+    """Samples fitted to ``sample_shape`` and a name for each."""
+    arrays, names = [], []
+    for path in paths:
+        if not path.is_file():
+            raise InputFileError(f"input not found: {path}")
+        batch = _read(path)
+        if tuple(batch.shape) == tuple(sample_shape) or batch.ndim == 2 and len(sample_shape) == 3:
+            batch = batch[None]  # one sample
+        arrays.append(fit_to_shape(batch.astype(np.float64), sample_shape, str(path)).astype(np.float32))
+        names += [str(path)] if len(batch) == 1 else [f"{path}[{i}]" for i in range(len(batch))]
+    return np.concatenate(arrays), names
+
+
+def _read(path: Path) -> np.ndarray:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                if "x" not in archive:
+                    raise DatasetError(f"{path} must hold an array 'x'")
+                return archive["x"]
+    except ValueError as exc:
+        raise DatasetError(f"cannot read {path}: {exc}") from None
+    if suffix in IMAGE_SUFFIXES:
+        pil = require("PIL.Image", "data")
+        with pil.open(path) as image:
+            return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+    raise DatasetError(f"{path}: inputs must be .npy, .npz or an image ({', '.join(sorted(IMAGE_SUFFIXES))})")

@@ -1,0 +1,179 @@
+"""``datamix serve-local``: a split folder checked end to end on one machine.
+
+Starts ``datamix serve`` in a child process on a free loopback port, runs the
+edge client on held-out samples, and compares every prediction with the
+PyTorch reference parts (TorchScript, run with the same C per group) and with
+the original, unsplit model. The child is always shut down, also on failure
+or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from datamix_cli.errors import DatamixError
+
+AGREEMENT_REQUIRED = 0.995
+
+
+class LoopbackError(DatamixError):
+    """The loopback server did not start or stopped unexpectedly."""
+
+
+@dataclass(frozen=True)
+class LoopbackConfig:
+    folder: Path
+    runtime: str = "onnx"
+    samples: int = 200
+    data: str | None = None
+    groups_per_request: int = 1
+    startup_timeout: float = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``datamix serve`` as a child process; a context manager that always stops it."""
+
+    def __init__(self, folder: Path, port: int, extra_args: tuple[str, ...] = ()):
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = tempfile.TemporaryFile()
+        cmd = [sys.executable, "-m", "datamix_cli.main", "serve", str(folder), "--port", str(port), *extra_args]
+        self.process = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float) -> None:
+        from datamix_cli.client import OipClient, ServerError
+
+        client = OipClient(self.url, timeout=2.0)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise LoopbackError(f"the server exited with code {self.process.returncode}: {self.output()[-300:]}")
+            try:
+                if client.get_json("/v2/health/ready").get("ready"):
+                    client.close()
+                    return
+            except ServerError:
+                time.sleep(0.1)
+        raise LoopbackError(f"the server was not ready within {timeout:g} s")
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return " ".join(self.log.read().decode(errors="replace").split())
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return self.process.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+
+def _percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"p50": None, "p95": None}
+    return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95))}
+
+
+def _reference_logits(folder: Path, manifest, x: np.ndarray, groups) -> np.ndarray:
+    """The PyTorch parts (TorchScript) on the same groups with the same C."""
+    from exporters import get_exporter
+
+    ts = get_exporter("torchscript")
+    head = ts.load(folder / manifest.artifact("head", "torchscript")["path"])
+    cloud = ts.load(folder / manifest.artifact("cloud", "torchscript")["path"])
+    tail = ts.load(folder / manifest.artifact("tail", "torchscript")["path"])
+    out = []
+    for indices, c in groups:
+        c_inv = np.linalg.inv(c.astype(np.float64)).astype(np.float32)
+        out.append(tail(cloud(head(x[indices], c)), c_inv))
+    return np.concatenate(out)
+
+
+def _original_logits(manifest, x: np.ndarray):
+    """The unsplit model from the manifest's source, or None with the reason it cannot be loaded."""
+    from datamix_cli.loading import ModelSource, load_model
+    from datamix_cli.splitting import state_dict_sha256
+    from datamix_cli.training import predict_plain
+
+    model_info = manifest.model
+    try:
+        weights = Path(model_info["weights"]) if model_info.get("weights") else None
+        model = load_model(ModelSource(model_info["source"], weights=weights))
+    except DatamixError as exc:
+        return None, f"original model not loadable here: {exc}"
+    if state_dict_sha256(model) != model_info["sha256"]:
+        return None, "original model differs from the one the split was made from (sha256)"
+    return predict_plain(model, x), None
+
+
+def run_serve_local(config: LoopbackConfig) -> dict:
+    from datamix_cli.client import EdgeClient, OipClient
+    from datamix_cli.data import load_dataset
+    from datamix_cli.manifest import load_manifest
+
+    folder = Path(config.folder)
+    manifest = load_manifest(folder)
+    client = EdgeClient(folder, config.runtime)
+    dataset = load_dataset(config.data or manifest.accuracy["dataset"], client.input_shape)
+    training = manifest.training
+    _, held = dataset.split(training.get("holdout", 0.2), training.get("data_seed", 0))
+    x, y = held.x[: config.samples], held.y[: config.samples]
+    with ServerProcess(folder, free_port()) as server:
+        server.wait_ready(config.startup_timeout)
+        oip = OipClient(server.url)
+        try:
+            result = client.run(oip, x, config.groups_per_request)
+        finally:
+            oip.close()
+    reference = _reference_logits(folder, manifest, result.inputs, result.groups)[: len(x)]
+    original, original_note = _original_logits(manifest, x)
+    predictions = result.logits.argmax(1)
+    report = {
+        "runtime": config.runtime,
+        "samples": int(len(x)),
+        "agreement": float((predictions == reference.argmax(1)).mean()),
+        "accuracy": float((predictions == y).mean()),
+        "max_abs_logit_error": float(np.max(np.abs(result.logits - reference))),
+        "agreement_with_original": None if original is None else float((predictions == original.argmax(1)).mean()),
+        "original_accuracy": None if original is None else float((original.argmax(1) == y).mean()),
+        "original_note": original_note,
+        "bytes_up_per_sample": result.bytes_up / len(x),
+        "bytes_down_per_sample": result.bytes_down / len(x),
+        "groups_per_request": config.groups_per_request,
+        "latency_ms": {
+            "edge_head_mix": _percentiles(client.times.head_mix),
+            "uplink": _percentiles(client.times.uplink),
+            "cloud": _percentiles(client.times.cloud),
+            "downlink": _percentiles(client.times.downlink),
+            "edge_demix_tail": _percentiles(client.times.demix_tail),
+        },
+        "required_agreement": AGREEMENT_REQUIRED,
+    }
+    report["passed"] = report["agreement"] >= AGREEMENT_REQUIRED
+    return report
+
