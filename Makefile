@@ -29,6 +29,8 @@ demo: $(CHECKPOINT)
 		--input-shape 1,1,32,32 --budget 0.2 --k 4 --plot $(DEMO_OUT)/flops.png
 	$(BIN)/datamix split examples/models.py:resnet --weights $(CHECKPOINT) --data digits \
 		--input-shape 1,1,32,32 --budget 0.2 --k 4 --out $(DEMO_OUT)/resnet-split --force
+	$(BIN)/datamix serve-local $(DEMO_OUT)/resnet-split --runtime onnx --samples 200
+	$(BIN)/datamix serve-local $(DEMO_OUT)/resnet-split --runtime tflite --samples 200
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
