@@ -54,13 +54,14 @@ def _root(
 
 
 def _register() -> None:
-    from datamix_cli.commands import profile, serve, split
+    from datamix_cli.commands import audit, profile, serve, split
 
     app.command("profile")(profile.profile)
     app.command("split")(split.split)
     app.command("serve")(serve.serve)
     app.command("infer")(serve.infer)
     app.command("serve-local")(serve.serve_local)
+    app.command("audit")(audit.audit)
 
 
 _register()

@@ -1,0 +1,291 @@
+"""``datamix audit``: what an honest-but-curious cloud can recover from a split.
+
+Threat model (worst case for the user): the cloud knows the architecture and
+the edge weights (it has ``edge/head.pt``), sees every mixture and, unless
+shuffling is on, which group each came from, and holds public data from the
+same distribution: the split's training part, disjoint from the held-out
+samples audited here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from datamix_cli.errors import ConfigError
+
+ATTACKS = ("ica", "inversion", "label")
+SSIM_RECOGNISABLE, PSNR_RECOGNISABLE, SSIM_RESISTS, LABEL_MARGIN = 0.3, 10.0, 0.25, 0.05
+CAVEAT = (
+    "An empirical audit, not a guarantee: instance encodings such as DataMix cannot give indistinguishability "
+    "(Carlini et al., 'Is Private Learning Possible with Instance Encoding?'); stronger attacks may recover more."
+)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    folder: Path
+    data: str | None = None
+    attacks: tuple[str, ...] = ATTACKS
+    samples: int = 64
+    seed: int = 0
+    decoder_epochs: int = 12
+    report: Path | None = None
+
+
+def _summary(values) -> dict:
+    values = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)
+    return {"mean": float(values.mean()) if values.size else None, "max": float(values.max()) if values.size else None}
+
+
+class _Scene:
+    """The audited samples, what the cloud saw, and the truth to score attacks against."""
+
+    def __init__(self, config: AuditConfig):
+        from datamix_cli.data import load_dataset
+        from datamix_cli.manifest import load_manifest
+        from datamix_cli.mixing import MixingConfig, coefficient_rng, draw_coefficients
+        from exporters import get_exporter
+
+        self.manifest = load_manifest(config.folder, roles=("head", "decoys"))
+        p = self.manifest.protocol
+        self.k = p["k"]
+        self.mixing = MixingConfig(k=self.k, alpha=p["alpha"], kappa_max=p["kappa_max"], shuffle=p["shuffle"], noise_sigma=p["noise_sigma"])
+        head = get_exporter("torchscript").load(Path(config.folder) / self.manifest.artifact("head", "torchscript")["path"])
+        eye = np.eye(self.k, dtype=np.float32)
+        self.features = lambda x: np.concatenate([head(x[i : i + self.k], eye) for i in range(0, len(x), self.k)])
+        shape = tuple(self.manifest.model["input_shape"][1:])
+        dataset = load_dataset(config.data or self.manifest.accuracy["dataset"], shape)
+        training = self.manifest.training
+        public, private = dataset.split(training.get("holdout", 0.2), training.get("data_seed", 0))
+        n_pub = len(public.y) - len(public.y) % self.k
+        n_priv = min(config.samples, len(private.y))
+        n_priv -= n_priv % self.k
+        if n_priv < self.k:
+            raise ConfigError(f"need at least k={self.k} held-out samples to audit, have {len(private.y)}")
+        self.x_pub, self.y_pub = public.x[:n_pub], public.y[:n_pub]
+        self.x, self.y = private.x[:n_priv], private.y[:n_priv]
+        self.classes = len(self.manifest.model["class_labels"])
+        self.h_pub, self.h = self.features(self.x_pub), self.features(self.x)
+        rng = coefficient_rng(config.seed)
+        self.cs = np.stack([draw_coefficients(rng, self.mixing) for _ in range(n_priv // self.k)])
+        self.mixtures = self._mix(self.h, self.cs, rng)
+        self.sent_order = rng.permutation(n_priv) if self.mixing.shuffle else np.arange(n_priv)
+        self.rng = rng
+
+    def _mix(self, h, cs, rng):
+        from datamix_cli.mixing import mix
+
+        groups = h.reshape(len(cs), self.k, *h.shape[1:]).astype(np.float64)
+        m = mix(cs, groups).reshape(h.shape)
+        if self.mixing.noise_sigma:
+            m = m + self.mixing.noise_sigma * rng.standard_normal(m.shape)
+        return m.astype(np.float32)
+
+    def dominant(self) -> np.ndarray:
+        """For each mixture, the index of the sample with the largest coefficient in it."""
+        rows = self.cs.argmax(axis=2)  # (groups, k)
+        return (np.arange(len(self.cs))[:, None] * self.k + rows).ravel()
+
+
+def attack_ica(scene: _Scene, seed: int) -> tuple[dict, np.ndarray]:
+    """Blind source separation per (apparent) group; returns metrics and aligned recovered features."""
+    from datamix_cli.attacks import abs_correlation, align_scale, amari_index, ica_unmix, match_sources
+
+    k, flat_h = scene.k, scene.h.reshape(len(scene.h), -1).astype(np.float64)
+    # Rows of C sum to one, so m - mu = C(h - mu): removing the public mean feature map keeps the mixing
+    # intact and strips the structure all samples share, which would break ICA's independence assumption.
+    mu = scene.h_pub.reshape(len(scene.h_pub), -1).mean(axis=0)
+    sent = scene.mixtures[scene.sent_order].reshape(len(scene.h), -1).astype(np.float64) - mu
+    amari, matched, components = [], [], []
+    for g in range(len(scene.h) // k):
+        rows = slice(g * k, (g + 1) * k)
+        w, recovered = ica_unmix(sent[rows], seed)
+        components.append(recovered)
+        if not scene.mixing.shuffle:
+            amari.append(amari_index(w, scene.cs[g]))
+    pool = np.concatenate(components)
+    recovered_features = np.empty_like(flat_h)
+    for g in range(len(scene.h) // k):
+        truth = flat_h[g * k : (g + 1) * k] - mu
+        if scene.mixing.shuffle:  # the grouping is unknown: best component anywhere
+            corr = abs_correlation(pool, truth)
+            picks, best = corr.argmax(axis=0), corr.max(axis=0)
+            chosen = pool[picks]
+        else:
+            order, best = match_sources(components[g], truth)
+            chosen = components[g][order]
+        matched += list(best)
+        for j in range(k):
+            recovered_features[g * k + j] = align_scale(chosen[j], truth[j]) + mu
+    mixture_corr = abs_correlation(scene.mixtures.reshape(len(scene.h), -1).astype(np.float64) - mu, flat_h - mu)
+    single = [mixture_corr[i, (i // k) * k : (i // k + 1) * k].max() for i in range(len(scene.h))]
+    unrelated = mixture_corr_unrelated(flat_h - mu, k)
+    metrics = {
+        "amari_index": _summary(amari) if amari else None,
+        "matched_abs_corr": _summary(matched),
+        "single_mixture_abs_corr": _summary(single),
+        "chance_abs_corr": _summary(unrelated),
+        "grouping_known": not scene.mixing.shuffle,
+    }
+    return metrics, recovered_features.reshape(scene.h.shape).astype(np.float32)
+
+
+def mixture_corr_unrelated(flat_h: np.ndarray, k: int) -> list[float]:
+    """|corr| between each sample's features and those of a sample from another group: the chance level."""
+    from datamix_cli.attacks import abs_correlation
+
+    n = len(flat_h)
+    partner = (np.arange(n) + k) % n
+    return [float(abs_correlation(flat_h[i : i + 1], flat_h[partner[i] : partner[i] + 1])[0, 0]) for i in range(n)]
+
+
+def attack_inversion(scene: _Scene, ica_features, epochs: int, seed: int) -> tuple[dict, dict]:
+    from datamix_cli.attacks import image_metrics, train_decoder
+
+    invert = train_decoder(scene.h_pub, scene.x_pub, epochs=epochs, seed=seed)
+    views = {"unmixed_baseline": (invert(scene.h), scene.x)}
+    views["mixtures"] = (invert(scene.mixtures), scene.x[scene.dominant()])
+    if ica_features is not None:
+        views["ica_recovered"] = (invert(ica_features), scene.x)
+    results, reconstructions = {}, {}
+    for name, (recon, truth) in views.items():
+        scores = [image_metrics(r, t) for r, t in zip(recon, truth)]
+        results[name] = {"ssim": _summary([s for s, _ in scores]), "psnr_db": _summary([p for _, p in scores])}
+        reconstructions[name] = recon
+    return results, reconstructions
+
+
+def attack_label(scene: _Scene, ica_features, seed: int) -> dict:
+    from datamix_cli.attacks import train_label_classifier
+    from datamix_cli.mixing import draw_coefficients
+
+    clean = train_label_classifier(scene.h_pub, scene.y_pub, seed)
+    public_cs = np.stack([draw_coefficients(scene.rng, scene.mixing) for _ in range(len(scene.h_pub) // scene.k)])
+    public_mixtures = scene._mix(scene.h_pub, public_cs, scene.rng)
+    public_dominant = (np.arange(len(public_cs))[:, None] * scene.k + public_cs.argmax(axis=2)).ravel()
+    on_mixtures = train_label_classifier(public_mixtures, scene.y_pub[public_dominant], seed)
+    counts = np.bincount(scene.y, minlength=scene.classes)
+    results = {
+        "chance": float(counts.max() / counts.sum()),
+        "unmixed_baseline": float((clean(scene.h) == scene.y).mean()),
+        "mixtures": float((on_mixtures(scene.mixtures) == scene.y[scene.dominant()]).mean()),
+    }
+    if ica_features is not None:
+        results["ica_recovered"] = float((clean(ica_features) == scene.y).mean())
+    return results
+
+
+def verdict(report: dict) -> dict:
+    """Thresholds from the literature, applied to the attacks on what DataMix sends (never the baseline)."""
+    reasons, worries = [], []
+    inversion = report.get("inversion") or {}
+    for view in ("mixtures", "ica_recovered"):
+        if view in inversion:
+            ssim, psnr = inversion[view]["ssim"]["mean"], inversion[view]["psnr_db"]["mean"]
+            if (ssim is not None and ssim >= SSIM_RECOGNISABLE) or (psnr is not None and psnr > PSNR_RECOGNISABLE):
+                reasons.append(f"recognisable reconstructions from {view} (mean SSIM {ssim:.2f}, PSNR {psnr:.1f} dB)")
+            elif ssim is not None and ssim >= SSIM_RESISTS:
+                worries.append(f"{view} reconstructions near the recognisability threshold (mean SSIM {ssim:.2f})")
+    label = report.get("label") or {}
+    for view in ("mixtures", "ica_recovered"):
+        if view in label and label[view] > label["chance"] + LABEL_MARGIN:
+            reasons.append(f"labels inferred from {view} at {label[view]:.0%} (chance {label['chance']:.0%})")
+    ica = report.get("ica")
+    if ica and ica["matched_abs_corr"]["mean"] > ica["single_mixture_abs_corr"]["mean"]:
+        reasons.append(
+            f"ICA recovers features better than a single mixture gives (|corr| {ica['matched_abs_corr']['mean']:.2f} "
+            f"vs {ica['single_mixture_abs_corr']['mean']:.2f})"
+        )
+    missing = [a for a in ATTACKS if a not in report]
+    if reasons:
+        status = "leaks"
+    elif worries or missing:
+        status = "inconclusive"
+        worries += [f"attack {a} not run" for a in missing]
+    else:
+        status = "resists this audit"
+    return {"status": status, "reasons": reasons + worries}
+
+
+def run_audit(config: AuditConfig) -> dict:
+    unknown = [a for a in config.attacks if a not in ATTACKS]
+    if unknown or not config.attacks:
+        raise ConfigError(f"unknown attacks {', '.join(unknown) or '(none given)'}; choose from {', '.join(ATTACKS)}")
+    if config.decoder_epochs < 1:
+        raise ConfigError("--decoder-epochs must be >= 1")
+    scene = _Scene(config)
+    report = {
+        "threat_model": __doc__.split("Threat model")[1].split("\n\n")[0].strip(" ()").replace("\n", " "),
+        "samples": int(len(scene.y)),
+        "public_samples": int(len(scene.y_pub)),
+        "protocol": {k: scene.manifest.protocol[k] for k in ("k", "alpha", "kappa_max", "shuffle", "noise_sigma")},
+        "split": {"head_cut": scene.manifest.split["head_cut"], "edge_fraction": scene.manifest.flops["edge_fraction"]},
+        "seed": config.seed,
+    }
+    ica_features, reconstructions = None, {}
+    if "ica" in config.attacks:
+        report["ica"], ica_features = attack_ica(scene, config.seed)
+    if "inversion" in config.attacks:
+        report["inversion"], reconstructions = attack_inversion(scene, ica_features, config.decoder_epochs, config.seed)
+    if "label" in config.attacks:
+        report["label"] = attack_label(scene, ica_features, config.seed)
+    report["verdict"] = verdict(report)
+    report["caveat"] = CAVEAT
+    if config.report is not None:
+        plot_grid(scene, ica_features, reconstructions, config.report)
+    return report
+
+
+def _show(array: np.ndarray) -> np.ndarray:
+    """A 2-D picture of a sample or a feature map (first channel), scaled to [0, 1]."""
+    image = array[0] if array.ndim == 3 else array.reshape(1, -1) if array.ndim == 1 else array
+    if image.ndim == 1:
+        image = image[None]
+    lo, hi = float(image.min()), float(image.max())
+    return (image - lo) / (hi - lo + 1e-12)
+
+
+def plot_grid(scene: _Scene, ica_features, reconstructions: dict, path: Path, rows: int = 6) -> None:
+    """original | what the cloud receives | ICA-separated | best reconstruction, for a few samples."""
+    from datamix_cli.errors import InputFileError, require
+
+    require("matplotlib", "plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from datamix_cli.attacks import image_metrics
+
+    rows = min(rows, len(scene.x))
+    fig, axes = plt.subplots(rows, 4, figsize=(8, 2 * rows), squeeze=False)
+    titles = ("original", "cloud receives (mixture)", "ICA-separated feature", "best reconstruction")
+    k = scene.k
+    for i in range(rows):
+        cells = [scene.x[i], scene.mixtures[scene.sent_order[i]], ica_features[i] if ica_features is not None else None]
+        # Sample i's own ICA reconstruction, or the reconstruction of any mixture of its group.
+        candidates = [reconstructions["ica_recovered"][i]] if "ica_recovered" in reconstructions else []
+        if "mixtures" in reconstructions:
+            candidates += list(reconstructions["mixtures"][(i // k) * k : (i // k + 1) * k])
+        best = max(candidates, key=lambda rec: image_metrics(rec, scene.x[i])[0], default=None)
+        cells.append(best)
+        for j, cell in enumerate(cells):
+            ax = axes[i][j]
+            ax.axis("off")
+            if cell is not None:
+                ax.imshow(_show(cell), cmap="gray", vmin=0, vmax=1, aspect="auto" if cell.ndim < 3 else "equal")
+            if i == 0:
+                ax.set_title(titles[j], fontsize=8)
+    fig.tight_layout()
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        fig.savefig(partial, dpi=100, format="png")
+        partial.replace(path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise InputFileError(f"cannot write report {path}: {exc}") from exc
+    finally:
+        plt.close(fig)
