@@ -250,7 +250,8 @@ def _show(array: np.ndarray) -> np.ndarray:
 
 def plot_grid(scene: _Scene, ica_features, reconstructions: dict, path: Path, rows: int = 6) -> None:
     """original | what the cloud receives | ICA-separated | best reconstruction, for a few samples."""
-    from datamix_cli.errors import InputFileError, require
+    from datamix_cli.errors import require
+    from datamix_cli.output import save_figure
 
     require("matplotlib", "plot")
     import matplotlib
@@ -280,12 +281,4 @@ def plot_grid(scene: _Scene, ica_features, reconstructions: dict, path: Path, ro
             if i == 0:
                 ax.set_title(titles[j], fontsize=8)
     fig.tight_layout()
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        fig.savefig(partial, dpi=100, format="png")
-        partial.replace(path)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise InputFileError(f"cannot write report {path}: {exc}") from exc
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from datamix_cli.errors import OutputDirError
+from datamix_cli.errors import InputFileError, OutputDirError
 
 
 class StagedFolder:
@@ -56,3 +56,19 @@ class StagedFolder:
     def __exit__(self, *exc_info) -> None:
         if not self.published and self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure as PNG via a temporary name, so a reader never sees half a file."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        fig.savefig(partial, dpi=110, format="png")
+        partial.replace(path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise InputFileError(f"cannot write {path}: {exc}") from exc
+    finally:
+        plt.close(fig)

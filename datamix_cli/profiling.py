@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from datamix_cli.errors import InputFileError, InputShapeError
+from datamix_cli.errors import InputShapeError
 from datamix_cli.loading import ModelSource, load_model
 
 
@@ -112,6 +112,7 @@ def report_to_dict(report: ProfileReport) -> dict:
 def plot_profile(report: ProfileReport, path: Path) -> None:
     """PNG: per-layer FLOPs, cumulative share, every valid cut, the chosen cuts and the budget."""
     from datamix_cli.errors import require
+    from datamix_cli.output import save_figure
 
     require("matplotlib", "plot")
     import matplotlib
@@ -144,12 +145,4 @@ def plot_profile(report: ProfileReport, path: Path) -> None:
     handles = ax.get_legend_handles_labels()[0] + share.get_legend_handles_labels()[0]
     ax.legend(handles, [h.get_label() for h in handles], loc="upper center", fontsize=8)
     fig.tight_layout()
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        fig.savefig(partial, dpi=120, format="png")
-        partial.replace(path)  # a reader never sees half a PNG
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise InputFileError(f"cannot write plot {path}: {exc}") from exc
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)

@@ -59,8 +59,6 @@ Reporter = Callable[[str], None]
 
 
 def run_split(config: SplitConfig, on_step=None, report: Reporter = lambda message: None) -> SplitResult:
-    import torch
-
     from datamix_cli.data import load_dataset
     from datamix_cli.loading import load_model
     from datamix_cli.output import StagedFolder
@@ -124,7 +122,6 @@ def run_split(config: SplitConfig, on_step=None, report: Reporter = lambda messa
         )
         (folder / "manifest.json").write_text(manifest.to_json())
         out = staged.publish()
-    del torch
     return SplitResult(out, manifest, time.perf_counter() - started)
 
 
