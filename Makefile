@@ -31,6 +31,7 @@ demo: $(CHECKPOINT)
 		--input-shape 1,1,32,32 --budget 0.2 --k 4 --out $(DEMO_OUT)/resnet-split --force
 	$(BIN)/datamix serve-local $(DEMO_OUT)/resnet-split --runtime onnx --samples 200
 	$(BIN)/datamix serve-local $(DEMO_OUT)/resnet-split --runtime tflite --samples 200
+	$(BIN)/datamix audit $(DEMO_OUT)/resnet-split --samples 32 --report $(DEMO_OUT)/audit.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -117,7 +117,7 @@ def main() -> None:
             (
                 f"audit sweep {r['dataset']}: {r['setting']}",
                 f"edge {r['edge_fraction']:.3f}; acc {r['accuracy_mixing_aware']:.3f} (orig {r['accuracy_original']:.3f}, n={r['n_eval']}); "
-                f"Amari {r['amari'] if r['amari'] is None else round(r['amari'], 3)}; ICA |corr| {r['ica_corr']:.2f} vs single mixture {r['single_mixture_corr']:.2f}; "
+                f"Amari {r['amari'] if r['amari'] is None else round(r['amari'], 3)}; ICA abs-corr {r['ica_corr']:.2f} vs single mixture {r['single_mixture_corr']:.2f}; "
                 f"SSIM baseline/mixtures/ICA {r['ssim_baseline']:.2f}/{r['ssim_mixtures']:.2f}/{r['ssim_ica']:.2f}; "
                 f"label chance/baseline/mixtures/ICA {r['label_chance']:.2f}/{r['label_baseline']:.2f}/{r['label_mixtures']:.2f}/{r['label_ica']:.2f}; verdict {r['verdict']}",
                 "trade-off (issue 5)",

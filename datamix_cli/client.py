@@ -37,6 +37,7 @@ class OipClient:
         self.timeout = timeout
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._conn = None
+        self._outputs: dict[str, str] = {}
 
     def _connection(self):
         if self._conn is None:
@@ -95,8 +96,7 @@ class OipClient:
         return result.reshape(output["shape"]), timing
 
     def output_name(self, model: str) -> str:
-        if not hasattr(self, "_outputs"):
-            self._outputs = {}
+        """The model's output name, from its metadata (asked once)."""
         if model not in self._outputs:
             self._outputs[model] = self.get_json(f"/v2/models/{model}")["outputs"][0]["name"]
         return self._outputs[model]

@@ -63,7 +63,7 @@ def run_split(config: SplitConfig, on_step=None, report: Reporter = lambda messa
     from datamix_cli.loading import load_model
     from datamix_cli.output import StagedFolder
     from datamix_cli.profiling import resolve_input_shape
-    from datamix_cli.training import accuracy, finetune, predict_mixed, predict_plain
+    from datamix_cli.training import accuracy, finetune, predict_mixed
     from exporters import get_exporter
     from partitioners.graph import trace_model
     from partitioners.partition import partition
@@ -92,16 +92,7 @@ def run_split(config: SplitConfig, on_step=None, report: Reporter = lambda messa
         decoys = train.x[np.random.default_rng(config.data_seed).choice(len(train.y), min(config.decoys, len(train.y)), replace=False)]
         report(f"split: head → {decision.head_cut.name}, tail from {decision.tail_cut.name}, edge share {decision.edge_fraction:.1%}")
 
-        original_logits = predict_plain(model, held.x)
-        split_logits = predict_plain(lambda x: parts.tail(parts.cloud(parts.head(x))), held.x)
-        split_error = float(np.max(np.abs(split_logits - original_logits)))
-        if split_error > SPLIT_ATOL:
-            raise VerificationError(f"tail(cloud(head(x))) differs from model(x) by {split_error:.3g} > {SPLIT_ATOL:g}")
-        acc = {
-            "original": accuracy(original_logits, held.y),
-            "split_without_mixing": accuracy(split_logits, held.y),
-            "naive_mixing": accuracy(predict_mixed(parts, held.x, decoys, config.mixing, config.eval_seed), held.y),
-        }
+        acc = _accuracy_before_finetuning(model, parts, held, decoys, config)
         report(f"fine-tuning mixing-aware on {len(train.y)} samples")
         trained_at = time.perf_counter()
         history = finetune(parts, model, train.x, train.y, config.mixing, config.training, on_step)
@@ -123,6 +114,22 @@ def run_split(config: SplitConfig, on_step=None, report: Reporter = lambda messa
         (folder / "manifest.json").write_text(manifest.to_json())
         out = staged.publish()
     return SplitResult(out, manifest, time.perf_counter() - started)
+
+
+def _accuracy_before_finetuning(model, parts, held, decoys, config: SplitConfig) -> dict:
+    """Original model, the split without mixing (checked equal to it), and naive mixing."""
+    from datamix_cli.training import accuracy, predict_mixed, predict_plain
+
+    original_logits = predict_plain(model, held.x)
+    split_logits = predict_plain(lambda x: parts.tail(parts.cloud(parts.head(x))), held.x)
+    split_error = float(np.max(np.abs(split_logits - original_logits)))
+    if split_error > SPLIT_ATOL:
+        raise VerificationError(f"tail(cloud(head(x))) differs from model(x) by {split_error:.3g} > {SPLIT_ATOL:g}")
+    return {
+        "original": accuracy(original_logits, held.y),
+        "split_without_mixing": accuracy(split_logits, held.y),
+        "naive_mixing": accuracy(predict_mixed(parts, held.x, decoys, config.mixing, config.eval_seed), held.y),
+    }
 
 
 def _num_classes(model, sample_shape) -> int:
