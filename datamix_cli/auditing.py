@@ -85,9 +85,13 @@ class _Scene:
         return m.astype(np.float32)
 
     def dominant(self) -> np.ndarray:
-        """For each mixture, the index of the sample with the largest coefficient in it."""
-        rows = self.cs.argmax(axis=2)  # (groups, k)
-        return (np.arange(len(self.cs))[:, None] * self.k + rows).ravel()
+        return dominant_sources(self.cs)
+
+
+def dominant_sources(cs: np.ndarray) -> np.ndarray:
+    """For each mixture of groups mixed by ``cs`` (G, k, k), the index of the sample with the largest coefficient."""
+    groups, k = cs.shape[0], cs.shape[1]
+    return (np.arange(groups)[:, None] * k + cs.argmax(axis=2)).ravel()
 
 
 def attack_ica(scene: _Scene, seed: int) -> tuple[dict, np.ndarray]:
@@ -165,8 +169,7 @@ def attack_label(scene: _Scene, ica_features, seed: int) -> dict:
     clean = train_label_classifier(scene.h_pub, scene.y_pub, seed)
     public_cs = np.stack([draw_coefficients(scene.rng, scene.mixing) for _ in range(len(scene.h_pub) // scene.k)])
     public_mixtures = scene._mix(scene.h_pub, public_cs, scene.rng)
-    public_dominant = (np.arange(len(public_cs))[:, None] * scene.k + public_cs.argmax(axis=2)).ravel()
-    on_mixtures = train_label_classifier(public_mixtures, scene.y_pub[public_dominant], seed)
+    on_mixtures = train_label_classifier(public_mixtures, scene.y_pub[dominant_sources(public_cs)], seed)
     counts = np.bincount(scene.y, minlength=scene.classes)
     results = {
         "chance": float(counts.max() / counts.sum()),

@@ -130,7 +130,7 @@ class EdgeResult:
 class EdgeClient:
     """Loads the edge artifacts of a split folder (sha256-verified) and runs the protocol against a server."""
 
-    def __init__(self, folder: Path, runtime: str = "onnx", seed: int | None = None):
+    def __init__(self, folder: Path, runtime: str = "onnx", seed: int | None = None, manifest=None):
         from datamix_cli.errors import ConfigError
         from datamix_cli.manifest import load_manifest
         from exporters import get_exporter
@@ -138,7 +138,8 @@ class EdgeClient:
         if runtime not in RUNTIMES:
             raise ConfigError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
         self.folder = Path(folder)
-        self.manifest = load_manifest(self.folder, roles=("head", "tail", "decoys"))
+        # A caller that already loaded (and so verified) the whole folder passes its manifest.
+        self.manifest = manifest or load_manifest(self.folder, roles=("head", "tail", "decoys"))
         exporter = get_exporter(runtime)
         self.head = exporter.load(self.folder / self.manifest.artifact("head", runtime)["path"], threads=1)
         self.tail = exporter.load(self.folder / self.manifest.artifact("tail", runtime)["path"], threads=1)

@@ -138,7 +138,7 @@ def run_serve_local(config: LoopbackConfig) -> dict:
 
     folder = Path(config.folder)
     manifest = load_manifest(folder)
-    client = EdgeClient(folder, config.runtime)
+    client = EdgeClient(folder, config.runtime, manifest=manifest)
     dataset = load_dataset(config.data or manifest.accuracy["dataset"], client.input_shape)
     training = manifest.training
     _, held = dataset.split(training.get("holdout", 0.2), training.get("data_seed", 0))

@@ -162,6 +162,7 @@ def _export_all(parts, exporters, config, decision, sample_shape, num_classes, h
     import torch
 
     from datamix_cli.edge_modules import HeadWithMix, TailWithDemix
+    from exporters.torchscript import numpy_runner
     from exporters.verify import Check, max_abs_error
 
     k = config.mixing.k
@@ -171,16 +172,9 @@ def _export_all(parts, exporters, config, decision, sample_shape, num_classes, h
     picks = rng.choice(len(held_x), size=(config.verify_groups, k), replace=len(held_x) < config.verify_groups * k)
     cs = [draw_coefficients(rng, config.mixing).astype(np.float32) for _ in range(config.verify_groups)]
 
-    def torch_fn(module):
-        def run(*arrays):
-            with torch.no_grad():
-                return module(*(torch.from_numpy(a) for a in arrays)).numpy()
-
-        return run
-
     head_cases = [(held_x[p], c) for p, c in zip(picks, cs)]
-    mixtures = [torch_fn(head)(*case) for case in head_cases]
-    cloud_out = [torch_fn(parts.cloud)(m) for m in mixtures]
+    mixtures = [numpy_runner(head)(*case) for case in head_cases]
+    cloud_out = [numpy_runner(parts.cloud)(m) for m in mixtures]
     tail_cases = [(z, np.linalg.inv(c.astype(np.float64)).astype(np.float32)) for z, c in zip(cloud_out, cs)]
     cloud_cases = [(np.concatenate(mixtures),), (mixtures[0][:1],)]  # any batch size, including 1
 
@@ -200,7 +194,7 @@ def _export_all(parts, exporters, config, decision, sample_shape, num_classes, h
         path = folder / relative
         path.parent.mkdir(exist_ok=True)
         exporter.export(module, tuple(torch.from_numpy(a) for a in cases[0]), path, [i["name"] for i in inputs], outputs[0]["name"])
-        error = max_abs_error(exporter.load(path), torch_fn(module), cases)
+        error = max_abs_error(exporter.load(path), numpy_runner(module), cases)
         tolerance = config.atol if config.atol is not None else exporter.default_atol
         checks.append(Check(relative, error, tolerance))
         artifacts.append(
@@ -220,9 +214,8 @@ def _export_all(parts, exporters, config, decision, sample_shape, num_classes, h
 
 def _write_side_files(folder: Path, parts, decoys, held_x, config, sample_shape) -> list[dict]:
     """edge/decoys.npz and test_vectors.npz (one fixed test C, never used for real data)."""
-    import torch
-
     from datamix_cli.edge_modules import HeadWithMix, TailWithDemix
+    from exporters.torchscript import numpy_runner
 
     k = config.mixing.k
     np.savez(folder / "edge" / "decoys.npz", x=decoys.astype(np.float32))
@@ -230,11 +223,10 @@ def _write_side_files(folder: Path, parts, decoys, held_x, config, sample_shape)
     x = held_x[:k].astype(np.float32)
     c = draw_coefficients(rng, config.mixing).astype(np.float32)
     c_inv = np.linalg.inv(c.astype(np.float64)).astype(np.float32)
-    with torch.no_grad():
-        mixtures = HeadWithMix(parts.head)(torch.from_numpy(x), torch.from_numpy(c))
-        cloud_out = parts.cloud(mixtures)
-        scores = TailWithDemix(parts.tail)(cloud_out, torch.from_numpy(c_inv))
-    np.savez(folder / "test_vectors.npz", x=x, C=c, C_inv=c_inv, mixtures=mixtures.numpy(), cloud_out=cloud_out.numpy(), scores=scores.numpy())
+    mixtures = numpy_runner(HeadWithMix(parts.head))(x, c)
+    cloud_out = numpy_runner(parts.cloud)(mixtures)
+    scores = numpy_runner(TailWithDemix(parts.tail))(cloud_out, c_inv)
+    np.savez(folder / "test_vectors.npz", x=x, C=c, C_inv=c_inv, mixtures=mixtures, cloud_out=cloud_out, scores=scores)
     return [
         {"path": "edge/decoys.npz", "sha256": _sha256(folder / "edge" / "decoys.npz"), "role": "decoys"},
         {"path": "test_vectors.npz", "sha256": _sha256(folder / "test_vectors.npz"), "role": "test_vectors"},

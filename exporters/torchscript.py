@@ -34,13 +34,18 @@ class TorchScriptExporter:
     def load(self, path: Path, threads: int = 1):
         import torch
 
-        module = torch.jit.load(str(path), map_location="cpu").eval()
+        return numpy_runner(torch.jit.load(str(path), map_location="cpu").eval())
 
-        def run(*arrays):
-            with torch.no_grad():
-                return module(*(torch.from_numpy(a) for a in arrays)).numpy()
 
-        return run
+def numpy_runner(module):
+    """Run a torch module (or TorchScript) on NumPy arrays, without gradients, returning NumPy."""
+    import torch
+
+    def run(*arrays):
+        with torch.no_grad():
+            return module(*(torch.from_numpy(a) for a in arrays)).numpy()
+
+    return run
 
 
 register(TorchScriptExporter())
