@@ -124,7 +124,7 @@ class EdgeResult:
     bytes_up: int
     bytes_down: int
     inputs: np.ndarray  # the padded input, decoys included
-    groups: tuple  # per group (row indices into ``inputs``, C); kept in memory only, for checks
+    groups: tuple  # per group (row indices into ``inputs``, C, noise added or None); in memory only, for checks
 
 
 class EdgeClient:
@@ -174,8 +174,10 @@ class EdgeClient:
             t0 = time.perf_counter()
             cs = [draw_coefficients(self.rng, self.mixing).astype(np.float32) for _ in range(len(chunk) // k)]
             mixtures = np.concatenate([self.head(chunk[g * k : (g + 1) * k], c) for g, c in enumerate(cs)])
+            noise = None
             if self.mixing.noise_sigma:
-                mixtures = mixtures + self.mixing.noise_sigma * self.rng.standard_normal(mixtures.shape).astype(np.float32)
+                noise = self.mixing.noise_sigma * self.rng.standard_normal(mixtures.shape).astype(np.float32)
+                mixtures = mixtures + noise
             order = shuffle_permutation(self.rng, len(mixtures)) if self.mixing.shuffle else None
             sent = mixtures[order] if order is not None else mixtures
             t1 = time.perf_counter()
@@ -185,7 +187,7 @@ class EdgeClient:
             for g, c in enumerate(cs):
                 c_inv = np.linalg.inv(c.astype(np.float64)).astype(np.float32)
                 logits.append(self.tail(np.ascontiguousarray(cloud_out[g * k : (g + 1) * k]), c_inv))
-                groups.append((np.arange(start + g * k, start + (g + 1) * k), c))
+                groups.append((np.arange(start + g * k, start + (g + 1) * k), c, None if noise is None else noise[g * k : (g + 1) * k]))
             t3 = time.perf_counter()
             up += sent.nbytes
             down += returned.nbytes

@@ -2,8 +2,9 @@
 
 Starts ``datamix serve`` in a child process on a free loopback port, runs the
 edge client on held-out samples, and compares every prediction with the
-PyTorch reference parts (TorchScript, run with the same C per group) and with
-the original, unsplit model. The child is always shut down, also on failure
+PyTorch reference (TorchScript parts as plain head and tail, the same C and
+noise per group applied by ``mixing.mix``/``demix``), with the fine-tuned
+model without mixing, and with the original, unsplit model. The child is always shut down, also on failure
 or Ctrl-C.
 """
 
@@ -99,19 +100,36 @@ def _percentiles(values: list[float]) -> dict:
     return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95))}
 
 
-def _reference_logits(folder: Path, manifest, x: np.ndarray, groups) -> np.ndarray:
-    """The PyTorch parts (TorchScript) on the same groups with the same C."""
+def _reference_logits(folder: Path, manifest, x: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
+    """The protocol recomputed independently of the edge artifacts under test.
+
+    The PyTorch parts (TorchScript) run with C = I, i.e. as plain head and
+    tail, and mixing and de-mixing are done here by ``mixing.mix`` /
+    ``mixing.demix`` in float64 with the same C and noise per group. A wrong
+    matrix inside an exported head or tail (a transpose, C for C⁻¹) therefore
+    shows as disagreement instead of cancelling out.
+
+    Returns (reference logits under the protocol, logits of the fine-tuned
+    model without mixing), both over the padded input.
+    """
+    from datamix_cli.mixing import demix, mix
     from exporters import get_exporter
 
     ts = get_exporter("torchscript")
     head = ts.load(folder / manifest.artifact("head", "torchscript")["path"])
     cloud = ts.load(folder / manifest.artifact("cloud", "torchscript")["path"])
     tail = ts.load(folder / manifest.artifact("tail", "torchscript")["path"])
-    out = []
-    for indices, c in groups:
-        c_inv = np.linalg.inv(c.astype(np.float64)).astype(np.float32)
-        out.append(tail(cloud(head(x[indices], c)), c_inv))
-    return np.concatenate(out)
+    eye = np.eye(manifest.protocol["k"], dtype=np.float32)
+    out, unmixed = [], []
+    for indices, c, noise in groups:
+        c, features = c.astype(np.float64), head(x[indices], eye)
+        mixtures = mix(c, features.astype(np.float64))
+        if noise is not None:
+            mixtures = mixtures + noise
+        cloud_out = cloud(mixtures.astype(np.float32)).astype(np.float64)
+        out.append(tail(demix(np.linalg.inv(c), cloud_out).astype(np.float32), eye))
+        unmixed.append(tail(cloud(features), eye))
+    return np.concatenate(out), np.concatenate(unmixed)
 
 
 def _original_logits(manifest, x: np.ndarray):
@@ -150,7 +168,7 @@ def run_serve_local(config: LoopbackConfig) -> dict:
             result = client.run(oip, x, config.groups_per_request)
         finally:
             oip.close()
-    reference = _reference_logits(folder, manifest, result.inputs, result.groups)[: len(x)]
+    reference, unmixed = (a[: len(x)] for a in _reference_logits(folder, manifest, result.inputs, result.groups))
     original, original_note = _original_logits(manifest, x)
     predictions = result.logits.argmax(1)
     report = {
@@ -159,7 +177,11 @@ def run_serve_local(config: LoopbackConfig) -> dict:
         "agreement": float((predictions == reference.argmax(1)).mean()),
         "accuracy": float((predictions == y).mean()),
         "max_abs_logit_error": float(np.max(np.abs(result.logits - reference))),
+        # The fine-tuned model run without mixing: what mixing costs in predictions.
+        "agreement_with_unmixed": float((predictions == unmixed.argmax(1)).mean()),
         "agreement_with_original": None if original is None else float((predictions == original.argmax(1)).mean()),
+        # Exact only when the cloud part is affine (mixing then commutes with it) and the split was not fine-tuned.
+        "max_abs_logit_error_vs_original": None if original is None else float(np.max(np.abs(result.logits - original))),
         "original_accuracy": None if original is None else float((original.argmax(1) == y).mean()),
         "original_note": original_note,
         "bytes_up_per_sample": result.bytes_up / len(x),

@@ -89,7 +89,9 @@ def load_cloud(folder: Path, max_batch: int) -> CloudModel:
 def _error(status: int, message: str):
     from starlette.responses import JSONResponse
 
-    return JSONResponse({"error": message}, status_code=status)
+    # After 413 the rest of the body is unread: closing the connection stops the server draining it.
+    headers = {"Connection": "close"} if status == 413 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _parse_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:

@@ -1,13 +1,31 @@
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_FILE = ROOT / "examples" / "models.py"
+ORACLE_FILE = ROOT / "tests" / "oracle_models.py"
+# The split commands hold out 20 % of a dataset with data seed 0: fixtures train on the other 80 %.
+HOLDOUT, DATA_SEED = 0.2, 0
+# The trained fixtures must have learned something: a model at chance agrees with anything.
+MIN_ORIGINAL_ACCURACY = 0.90
+
+
+def seed_everything(seed: int = 0) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pytest_configure(config):
+    # Before any fixture is built, so session fixtures do not depend on which test asked for them first.
+    seed_everything(0)
 
 
 class Residual(nn.Module):
@@ -44,20 +62,74 @@ def mlp() -> nn.Sequential:
 
 @pytest.fixture(autouse=True)
 def _deterministic():
-    torch.manual_seed(0)
+    seed_everything(0)
+
+
+def train_on_digits(model: nn.Module, sample_shape: tuple[int, ...], epochs: int, out: Path) -> float:
+    """Train ``model`` on the fine-tuning part of digits, save its state_dict, return its held-out accuracy."""
+    from datamix_cli.data import load_dataset
+    from examples.train import accuracy, train
+
+    seed_everything(0)
+    train_set, held = load_dataset("digits", sample_shape).split(HOLDOUT, DATA_SEED)
+    train(model, train_set.x, train_set.y, epochs=epochs, lr=3e-3, batch=64, seed=0)
+    torch.save(model.state_dict(), out)
+    return accuracy(model, held.x, held.y)
 
 
 @pytest.fixture(scope="session")
-def small_split(tmp_path_factory):
-    """A split of the (untrained) small CNN with every artifact, made once per test session."""
+def small_cnn_weights(tmp_path_factory):
+    """The small CNN trained on digits at 32x32 (cached for the test session)."""
+    from examples.models import small_cnn
+
+    path = tmp_path_factory.mktemp("weights") / "small_cnn_digits.pt"
+    acc = train_on_digits(small_cnn(), (1, 32, 32), epochs=8, out=path)
+    assert acc >= MIN_ORIGINAL_ACCURACY, f"the fixture model did not learn: held-out accuracy {acc:.3f}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def affine_weights(tmp_path_factory):
+    """The affine-cloud oracle model trained on 8x8 digits."""
+    from oracle_models import affine_cloud
+
+    path = tmp_path_factory.mktemp("weights") / "affine_digits.pt"
+    acc = train_on_digits(affine_cloud(), (1, 8, 8), epochs=15, out=path)
+    assert acc >= MIN_ORIGINAL_ACCURACY, f"the oracle model did not learn: held-out accuracy {acc:.3f}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_split(tmp_path_factory, small_cnn_weights):
+    """A mixing-aware split of the trained small CNN with every artifact, made once per test session."""
     from datamix_cli.loading import ModelSource
     from datamix_cli.splitting import SplitConfig, run_split
     from datamix_cli.training import FinetuneConfig
 
+    seed_everything(0)
     out = tmp_path_factory.mktemp("shared") / "small-split"
     config = SplitConfig(
-        source=ModelSource(f"{EXAMPLES_FILE}:small_cnn"), data="digits", out=out, input_shape=(1, 1, 32, 32),
-        training=FinetuneConfig(epochs=1, seed=0),
+        source=ModelSource(f"{EXAMPLES_FILE}:small_cnn", weights=small_cnn_weights), data="digits", out=out,
+        input_shape=(1, 1, 32, 32), training=FinetuneConfig(epochs=4, seed=0),
+    )
+    run_split(config)
+    return out
+
+
+@pytest.fixture(scope="session")
+def affine_split(tmp_path_factory, affine_weights):
+    """A split of the affine-cloud oracle model, not fine-tuned, so the source model is the split's model."""
+    from oracle_models import HEAD_CUT, TAIL_CUT
+
+    from datamix_cli.loading import ModelSource
+    from datamix_cli.splitting import SplitConfig, run_split
+    from datamix_cli.training import FinetuneConfig
+
+    seed_everything(0)
+    out = tmp_path_factory.mktemp("shared") / "affine-split"
+    config = SplitConfig(
+        source=ModelSource(f"{ORACLE_FILE}:affine_cloud", weights=affine_weights), data="digits", out=out,
+        head_cut=HEAD_CUT, tail_cut=TAIL_CUT, budget=1.0, training=FinetuneConfig(epochs=0),
     )
     run_split(config)
     return out

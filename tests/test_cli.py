@@ -115,9 +115,12 @@ def test_bad_input_is_one_line_and_exit_code_2(runner, args, message, bad_weight
     assert message in lines[0]
 
 
-def test_debug_shows_the_traceback(runner):
-    result = runner.invoke(app, ["--debug", "profile", "missing.py:net", *SHAPE])
-    assert result.exit_code != 0 and result.exception is not None
+def test_debug_shows_the_traceback_and_plain_mode_does_not():
+    cmd = [sys.executable, "-m", "datamix_cli.main", "profile", "missing.py:net", *SHAPE]
+    debug = subprocess.run([*cmd[:3], "--debug", *cmd[3:]], cwd=ROOT, capture_output=True, text=True)
+    plain = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr
+    assert plain.returncode == 2 and "Traceback" not in plain.stdout + plain.stderr
 
 
 def test_help_does_not_import_torch():

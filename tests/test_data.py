@@ -69,8 +69,12 @@ def test_unknown_dataset():
 
 
 def test_split_is_disjoint_and_reproducible():
-    d = load_dataset("digits", (1, 8, 8))
+    from datamix_cli.data import Dataset
+
+    d = Dataset("ids", np.arange(1797, dtype=np.float32)[:, None], np.arange(1797) % 10, tuple("0123456789"))
     train, held = d.split(0.2, seed=1)
-    train2, held2 = d.split(0.2, seed=1)
-    assert len(held.y) == 359 and len(train.y) + len(held.y) == 1797
-    np.testing.assert_array_equal(held.y, held2.y)
+    train_ids, held_ids = set(train.x[:, 0]), set(held.x[:, 0])
+    assert len(held_ids) == 359 and train_ids.isdisjoint(held_ids) and train_ids | held_ids == set(range(1797))
+    assert all(d.y[int(i)] == label for i, label in zip(held.x[:, 0], held.y))  # labels travel with their samples
+    np.testing.assert_array_equal(held.x, d.split(0.2, seed=1)[1].x)
+    assert not np.array_equal(held.x, d.split(0.2, seed=2)[1].x)

@@ -50,3 +50,16 @@ def test_unknown_name_lists_the_registered_ones(clean_registry):
 def test_objects_without_the_protocol_are_rejected(clean_registry):
     with pytest.raises(ExporterRegistryError, match="protocol"):
         registry.register(object())
+
+
+def test_verification_reports_the_largest_error_not_a_typical_one():
+    import numpy as np
+
+    from exporters.verify import Check, max_abs_error
+
+    reference = lambda x: x  # noqa: E731
+    one_bad_element = lambda x: x + (np.arange(x.size).reshape(x.shape) == 5) * 0.5  # noqa: E731
+    cases = [(np.zeros((4, 8)),), (np.ones((2, 3)),)]
+    assert max_abs_error(one_bad_element, reference, cases) == 0.5
+    assert not Check("edge/head.onnx", max_abs_error(one_bad_element, reference, cases), 1e-4).passed
+    assert max_abs_error(lambda x: x[:1], reference, cases) == float("inf")  # a wrong shape never passes

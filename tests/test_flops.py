@@ -34,9 +34,14 @@ def test_conv1d():
     assert p.total_flops == 2 * (2 * 8 * 3)
 
 
-def test_flops_are_per_sample_and_independent_of_batch_in_the_shape():
-    a = profile(nn.Linear(8, 4), (1, 8))
-    assert a.input_shape == (1, 8)
+def test_flops_are_per_sample_and_a_batch_other_than_one_is_refused():
+    import pytest
+
+    from datamix_cli.errors import InputShapeError
+
+    assert profile(nn.Linear(8, 4), (1, 8)).total_flops == 2 * 8 * 4  # one sample, not a batch
+    with pytest.raises(InputShapeError, match="batch size 1"):
+        profile(nn.Linear(8, 4), (5, 8))
 
 
 def test_uncounted_ops_are_listed_with_counts_not_silently_zero():

@@ -63,3 +63,14 @@ def test_override_errors(profile):
         choose_split(profile, budget=0.5, head_cut="bogus")
     with pytest.raises(CutError, match="must come before"):
         choose_split(profile, budget=0.5, head_cut="5", tail_cut="3")
+
+
+def test_mixing_is_costed_at_the_head_cut_and_de_mixing_at_the_tail_cut():
+    from torch import nn
+
+    # 16 -> 32 -> 8 -> 4: the head cut "1" carries 32 elements, the tail cut "3" carries 8.
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8), nn.ReLU(), nn.Linear(8, 4))
+    d = choose_split(profile_model(trace_model(model), (1, 16)), budget=1.0, k=3, head_cut="1", tail_cut="3")
+    assert (d.mix_flops, d.demix_flops) == (2 * 3 * 32, 2 * 3 * 8)
+    assert (d.head_flops, d.cloud_flops, d.tail_flops) == (2 * 16 * 32, 2 * 32 * 8, 2 * 8 * 4)
+    assert d.edge_flops == 1024 + 64 + 192 + 48

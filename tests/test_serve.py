@@ -112,6 +112,27 @@ def test_bad_requests_get_4xx_json_errors(client, cloud, make, status, message):
     assert client.get("/v2/health/ready").status_code == 200
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_binary_nan_or_inf_is_rejected(client, cloud, bad):
+    x = mixtures(cloud, batch=2)
+    x.flat[7] = bad
+    header = json.dumps({"inputs": [{"name": "mixtures", "shape": list(x.shape), "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+    response = client.post(infer_path(cloud), content=header + x.tobytes(), headers={"Inference-Header-Content-Length": str(len(header))})
+    assert response.status_code == 400 and "NaN or Inf" in response.json()["error"]
+
+
+def test_chunked_upload_without_content_length_is_capped_in_process(client, cloud):
+    sent = []
+
+    def chunks():  # an iterator body makes httpx send Transfer-Encoding: chunked, no Content-Length
+        for _ in range(cloud.max_body // 65536 + 50):
+            sent.append(65536)
+            yield b"0" * 65536
+
+    response = client.post(infer_path(cloud), content=chunks())
+    assert response.status_code == 413 and "exceeds the limit" in response.json()["error"]
+
+
 def test_token_is_required_except_for_health_probes(cloud):
     guarded = TestClient(build_app(cloud, token="s3cret"), raise_server_exceptions=False)
     assert guarded.get("/v2/health/ready").status_code == 200
@@ -219,6 +240,31 @@ def test_load_16_clients_200_requests_each_no_errors_nothing_lost(server, cloud,
     assert growth_mb < 256
 
 
+def test_chunked_upload_without_content_length_is_capped_by_the_real_server(small_split, server, cloud):
+    import http.client
+
+    limit = load_cloud(small_split, max_batch=512).max_body  # the server fixture runs with --max-batch 512
+    conn = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=30)
+    conn.putrequest("POST", infer_path(cloud))
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    chunk, sent = b"0" * 65536, 0
+    try:
+        while sent < 4 * limit:  # far beyond the cap: the server must stop reading long before
+            conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+        conn.send(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server answered and closed while we were still sending
+    response = conn.getresponse()
+    assert response.status == 413 and b"exceeds the limit" in response.read()
+    conn.close()
+    assert sent < 4 * limit  # the server closed the connection instead of draining the upload
+    oip = OipClient(server.url)
+    assert oip.get_json("/v2/health/ready") == {"ready": True}
+    oip.close()
+
+
 def test_sigterm_finishes_in_flight_requests(small_split, cloud, reference):
     process = ServerProcess(small_split, free_port(), ("--max-batch", "512"))
     try:
@@ -256,23 +302,39 @@ def test_serve_local_agrees_with_pytorch(small_split, runtime):
     report = json.loads(result.output)
     assert report["agreement"] >= 0.995 and report["samples"] == 41 and report["passed"]
     assert report["max_abs_logit_error"] < 1e-3
+    # Against models the served path was not built from: the fine-tuned one without mixing, the original.
+    assert report["agreement_with_unmixed"] >= 0.9 and report["agreement_with_original"] >= 0.9, report
+    assert report["accuracy"] >= 0.85, report
     assert set(report["latency_ms"]) == {"edge_head_mix", "uplink", "cloud", "downlink", "edge_demix_tail"}
     manifest = load_manifest(small_split)
     # 41 samples are padded to 44 with decoys; every mixture is sent once.
     assert report["bytes_up_per_sample"] == pytest.approx(44 / 41 * manifest.split["uplink"]["bytes_per_sample"])
 
 
-def test_infer_cli_prints_a_label_per_input(small_split, server, tmp_path):
+def unmixed_predictions(folder, x):
+    """The fine-tuned model without mixing: TorchScript head and tail at C = I around the cloud."""
+    ts = get_exporter("torchscript")
+    head, cloud, tail = (ts.load(folder / path) for path in ("edge/head.pt", "cloud/cloud.pt", "edge/tail.pt"))
+    eye = np.eye(4, dtype=np.float32)
+    return np.concatenate([tail(cloud(head(x[i : i + 4], eye)), eye) for i in range(0, len(x), 4)]).argmax(1)
+
+
+def test_infer_cli_predictions_match_the_unmixed_model_and_the_labels(small_split, server, tmp_path):
+    from conftest import DATA_SEED, HOLDOUT
     from datamix_cli.data import load_dataset
 
-    digits = load_dataset("digits", (1, 32, 32))
-    np.save(tmp_path / "batch.npy", digits.x[:5])
-    np.save(tmp_path / "one.npy", digits.x[5])
+    held = load_dataset("digits", (1, 32, 32)).split(HOLDOUT, DATA_SEED)[1]
+    x, y = held.x[:47], held.y[:47]
+    np.save(tmp_path / "batch.npy", x[:46])
+    np.save(tmp_path / "one.npy", x[46])
     args = ["infer", str(small_split), str(tmp_path / "batch.npy"), str(tmp_path / "one.npy"), "--server", server.url, "--json"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
-    assert len(rows) == 6 and all(r["prediction"] in [str(i) for i in range(10)] for r in rows)
+    predicted = np.array([r["class_index"] for r in rows])
+    assert len(rows) == 47 and [r["prediction"] for r in rows] == [str(i) for i in predicted]
+    assert (predicted == unmixed_predictions(small_split, np.concatenate([x, x[:1]]))[:47]).mean() >= 0.9
+    assert (predicted == y).mean() >= 0.85
 
 
 def test_infer_cli_errors(small_split, tmp_path):

@@ -37,10 +37,8 @@ def config(out, **overrides):
 
 
 @pytest.fixture(scope="module")
-def split_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("splits") / "small"
-    run_split(config(out))
-    return out
+def split_dir(small_split):
+    return small_split
 
 
 def leftovers(parent):
@@ -56,13 +54,24 @@ def test_folder_layout_and_manifest(split_dir):
     on_disk = {str(p.relative_to(split_dir)) for p in split_dir.rglob("*") if p.is_file()}
     assert on_disk == expected | {"edge/decoys.npz", "test_vectors.npz", "manifest.json"}
     assert all(a["max_abs_error"] <= a["tolerance"] for a in manifest.artifacts)
-    acc = manifest.accuracy
-    assert acc["split_without_mixing"] == acc["original"]
-    assert acc["n"] == 359 and acc["eval_seed"] == 0
+    assert manifest.accuracy["n"] == 359 and manifest.accuracy["eval_seed"] == 0
     f = manifest.flops
     assert f["edge"] == f["head"] + f["tail"] + f["mix"] + f["demix"] and f["edge_fraction"] <= 0.2
     assert manifest.protocol["k"] == 4 and manifest.protocol["seeded"] is True
     assert manifest.split["uplink"]["bytes_per_sample"] == 4 * int(np.prod(manifest.split["uplink"]["shape"][1:]))
+
+
+MIXING_AWARE_MARGIN = 0.05  # mixing-aware fine-tuning may cost at most 5 points against the original
+NAIVE_GAP = 0.10  # mixing without fine-tuning must cost at least 10 points, or the table measures nothing
+
+
+def test_accuracy_table_of_a_trained_model(split_dir):
+    acc = load_manifest(split_dir).accuracy
+    assert acc["original"] >= 0.90
+    assert acc["split_without_mixing"] == acc["original"]
+    assert acc["mixing_aware"] >= acc["original"] - MIXING_AWARE_MARGIN, acc
+    assert acc["naive_mixing"] <= acc["original"] - NAIVE_GAP, acc
+    assert acc["mixing_aware"] > acc["naive_mixing"], acc
 
 
 def test_test_vectors_reproduce_with_every_artifact(split_dir):
@@ -76,13 +85,12 @@ def test_test_vectors_reproduce_with_every_artifact(split_dir):
         np.testing.assert_allclose(run(*inputs), expected, atol=a["tolerance"], rtol=0, err_msg=a["path"])
 
 
-def test_artifact_chain_with_identity_mixing_equals_the_original_model(tmp_path):
-    from examples.models import small_cnn
+def test_artifact_chain_with_identity_mixing_equals_the_original_model(tmp_path, small_cnn_weights):
+    from datamix_cli.loading import load_model
 
-    model = small_cnn().eval()
-    torch.save(model.state_dict(), tmp_path / "w.pt")
+    model = load_model(ModelSource(SMALL, weights=small_cnn_weights))
     out = tmp_path / "nofinetune"
-    run_split(config(out, source=ModelSource(SMALL, weights=tmp_path / "w.pt"), training=FinetuneConfig(epochs=0)))
+    run_split(config(out, source=ModelSource(SMALL, weights=small_cnn_weights), training=FinetuneConfig(epochs=0), formats=("onnx", "tflite")))
     tv = np.load(out / "test_vectors.npz")
     cloud = get_exporter("torchscript").load(out / "cloud/cloud.pt")
     with torch.no_grad():

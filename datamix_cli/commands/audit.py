@@ -66,14 +66,16 @@ def _print(result: dict, report: Path | None) -> None:
         table.add_row("|corr| unrelated samples (chance)", _fmt(ica["chance_abs_corr"]))
         console.print(table)
     if "inversion" in result:
-        table = Table(title="attack 2: feature inversion (decoder trained on public data)")
-        for column in ("input to the decoder", "SSIM mean / max", "PSNR dB mean / max"):
+        table = Table(title="attack 2: feature inversion (decoder trained on public data), against chance on the same samples")
+        for column in ("input to the decoder", "SSIM mean / max", "SSIM vs chance", "PSNR dB mean / max", "PSNR vs chance"):
             table.add_column(column, justify="left" if column.startswith("input") else "right")
         for view, label in (("unmixed_baseline", "unmixed features (plain split, baseline)"), ("mixtures", "raw mixtures (vs dominant source)"), ("ica_recovered", "ICA-recovered features")):
             if view in result["inversion"]:
                 r = result["inversion"][view]
-                table.add_row(label, _fmt(r["ssim"]), _fmt(r["psnr_db"], 1))
+                ssim_adv = "—" if r["ssim_advantage"] is None else f"{r['ssim_advantage']:+.3f}"
+                table.add_row(label, _fmt(r["ssim"]), ssim_adv, _fmt(r["psnr_db"], 1), f"{r['psnr_advantage_db']:+.1f}")
         console.print(table)
+        console.print("chance = the better of the public mean image and a random public image, scored against the same truth")
     if "label" in result:
         label = result["label"]
         table = Table(title="attack 3: label inference (classifier trained on public data)")

@@ -90,6 +90,7 @@ def _print_report(report: dict) -> None:
         f"{report['agreement']:.2%} (needs {report['required_agreement']:.1%}), max abs logit error {report['max_abs_logit_error']:.2e}, "
         f"accuracy {report['accuracy']:.2%}"
     )
+    console.print(f"agreement with the fine-tuned model without mixing {report['agreement_with_unmixed']:.2%}")
     if report["agreement_with_original"] is not None:
         console.print(f"agreement with the original unsplit model {report['agreement_with_original']:.2%} (its accuracy {report['original_accuracy']:.2%})")
     else:
