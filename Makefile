@@ -7,10 +7,25 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHECKPOINT := examples/checkpoints/resnet_digits.pt
 DEMO_OUT ?= demo-out
+# A real Triton server for the deployment tests, apart from .venv: nvidia-pytriton needs NumPy < 2, and its
+# Python-backend stub links the system libpython3.11, so the venv is built from that interpreter.
+TRITON_PYTHON ?= /usr/bin/python3.11
+TRITON_VENV ?= .triton-venv
+TRITON_STAMP := $(TRITON_VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install triton-env demo test clean
 
 install: $(STAMP)
+
+$(TRITON_STAMP):
+	rm -rf $(TRITON_VENV)
+	$(TRITON_PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install --disable-pip-version-check -q 'nvidia-pytriton==0.7.0' 'numpy<2' 'onnxruntime>=1.20' 'torch==2.13.0'
+	touch $(TRITON_STAMP)
+
+# Not fatal: without it the Triton tests skip and say why.
+triton-env:
+	@$(MAKE) --no-print-directory $(TRITON_STAMP) || echo "warning: could not create $(TRITON_VENV); the Triton tests will skip"
 
 # torch>=2.6,<2.14 in pyproject.toml resolves to the CPU 2.13.0 wheel on this machine's disk.
 $(STAMP): pyproject.toml
@@ -33,8 +48,8 @@ demo: $(CHECKPOINT)
 	$(BIN)/datamix serve-local $(DEMO_OUT)/resnet-split --runtime tflite --samples 200
 	$(BIN)/datamix audit $(DEMO_OUT)/resnet-split --samples 32 --report $(DEMO_OUT)/audit.png
 
-test: $(STAMP)
+test: $(STAMP) triton-env
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) examples/checkpoints
+	rm -rf $(VENV) $(TRITON_VENV) $(DEMO_OUT) examples/checkpoints

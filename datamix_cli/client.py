@@ -37,7 +37,7 @@ class OipClient:
         self.timeout = timeout
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._conn = None
-        self._outputs: dict[str, str] = {}
+        self._metadata: dict[str, dict] = {}
 
     def _connection(self):
         if self._conn is None:
@@ -95,11 +95,22 @@ class OipClient:
         timing = {"upload_s": upload_s, "cloud_ms": float((meta.get("parameters") or {}).get("cloud_ms", 0.0))}
         return result.reshape(output["shape"]), timing
 
+    def metadata(self, model: str) -> dict:
+        """The model's metadata (asked once): tensor names differ between engines, e.g. Triton's libtorch INPUT__0."""
+        if model not in self._metadata:
+            meta = self.get_json(f"/v2/models/{model}")
+            try:
+                meta["inputs"][0]["name"], meta["outputs"][0]["name"]
+            except (KeyError, IndexError, TypeError):
+                raise ServerError(f"the server's metadata for {model!r} names no input and output tensor") from None
+            self._metadata[model] = meta
+        return self._metadata[model]
+
+    def input_name(self, model: str) -> str:
+        return self.metadata(model)["inputs"][0]["name"]
+
     def output_name(self, model: str) -> str:
-        """The model's output name, from its metadata (asked once)."""
-        if model not in self._outputs:
-            self._outputs[model] = self.get_json(f"/v2/models/{model}")["outputs"][0]["name"]
-        return self._outputs[model]
+        return self.metadata(model)["outputs"][0]["name"]
 
     def close(self) -> None:
         if self._conn is not None:
@@ -162,12 +173,21 @@ class EdgeClient:
             raise InputShapeError(f"inputs have shape {tuple(x.shape[1:])} per sample, the split expects {self.input_shape}")
         return x
 
+    def _check_server(self, server: OipClient, model: str) -> str:
+        """The server's input name for this split's uplink, after checking its per-sample shape matches."""
+        tensor = server.metadata(model)["inputs"][0]
+        expected = list(self.manifest.split["uplink"]["shape"][1:])
+        if list(tensor.get("shape", [])[1:]) != expected:
+            raise ServerError(f"the server's model {model!r} takes {tensor.get('shape')}, this split sends [-1, {', '.join(map(str, expected))}]")
+        return tensor["name"]
+
     def run(self, server: OipClient, x: np.ndarray, groups_per_request: int = 16) -> EdgeResult:
         """Predict ``x`` (N, ...) through the split; requests carry up to ``groups_per_request`` groups."""
         x = self.check_inputs(x)
         k = self.mixing.k
         padded, n = pad_with_decoys(x, self.decoys, k, self.rng)
-        model, uplink = self.manifest.model["name"], self.manifest.split["uplink"]["name"]
+        model = self.manifest.model["name"]
+        uplink = self._check_server(server, model)
         logits, groups, up, down = [], [], 0, 0
         for start in range(0, len(padded), groups_per_request * k):
             chunk = padded[start : start + groups_per_request * k]

@@ -54,7 +54,7 @@ def _root(
 
 
 def _register() -> None:
-    from datamix_cli.commands import audit, profile, serve, split
+    from datamix_cli.commands import audit, export, profile, serve, split
 
     app.command("profile")(profile.profile)
     app.command("split")(split.split)
@@ -62,6 +62,7 @@ def _register() -> None:
     app.command("infer")(serve.infer)
     app.command("serve-local")(serve.serve_local)
     app.command("audit")(audit.audit)
+    app.add_typer(export.app, name="export")
 
 
 _register()

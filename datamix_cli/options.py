@@ -21,3 +21,16 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if len(shape) < 2 or any(d <= 0 for d in shape):
         raise InputShapeError(f"input shape {text!r} needs a batch dimension and positive sizes, like 1,1,32,32")
     return shape
+
+
+class TritonBackend(str, enum.Enum):
+    """The Triton backend a repository targets (its production C++ backends, not Python)."""
+
+    onnx = "onnx"  # platform onnxruntime_onnx
+    torchscript = "torchscript"  # platform pytorch_libtorch
+
+
+class InstanceKind(str, enum.Enum):
+    auto = "auto"  # GPU when the server has one, else CPU (Triton's KIND_AUTO)
+    cpu = "cpu"
+    gpu = "gpu"

@@ -72,3 +72,19 @@ def save_figure(fig, path: Path) -> None:
         raise InputFileError(f"cannot write {path}: {exc}") from exc
     finally:
         plt.close(fig)
+
+
+def write_atomically(path: Path, text: str, force: bool = False) -> None:
+    """Write a text file via a temporary name; an existing file is refused without ``force``."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputDirError(f"{path} exists; pass --force to replace it")
+    if not path.parent.is_dir():
+        raise OutputDirError(f"the folder of {path} does not exist")
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text)
+        partial.replace(path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise InputFileError(f"cannot write {path}: {exc}") from exc

@@ -39,6 +39,7 @@ class ServeConfig:
     port: int = 8000
     token: str | None = None
     max_batch: int = DEFAULT_MAX_BATCH
+    format: str = "torchscript"  # which cloud artifact to serve: torchscript or pt2
 
 
 class RequestError(Exception):
@@ -60,6 +61,7 @@ class CloudModel:
     output_name: str
     output_shape: tuple[int, ...]
     max_batch: int
+    platform: str = "pytorch_torchscript"
 
     @property
     def sample_bytes(self) -> int:
@@ -71,8 +73,8 @@ class CloudModel:
         return self.max_batch * self.sample_bytes * 7 + JSON_OVERHEAD
 
 
-def load_cloud(folder: Path, max_batch: int) -> CloudModel:
-    """Load only the manifest and cloud/cloud.pt, sha256-verified."""
+def load_cloud(folder: Path, max_batch: int, fmt: str = "torchscript") -> CloudModel:
+    """Load only the manifest and the cloud artifact in format ``fmt``, sha256-verified."""
     from datamix_cli.errors import ConfigError
     from datamix_cli.manifest import load_manifest
     from exporters import get_exporter
@@ -80,10 +82,14 @@ def load_cloud(folder: Path, max_batch: int) -> CloudModel:
     if max_batch < 1:
         raise ConfigError(f"--max-batch must be >= 1, got {max_batch}")
     manifest = load_manifest(folder, roles=("cloud",))
-    record = next(a for a in manifest.artifacts if a["role"] == "cloud")
+    available = [a["format"] for a in manifest.artifacts if a["role"] == "cloud"]
+    if fmt not in available:
+        raise ConfigError(f"the split has no {fmt!r} cloud artifact; it has {', '.join(available)}")
+    record = manifest.artifact("cloud", fmt)
     run = get_exporter(record["format"]).load(Path(folder) / record["path"])
     up, down = manifest.split["uplink"], manifest.split["downlink"]
-    return CloudModel(manifest.model["name"], run, up["name"], tuple(up["shape"][1:]), down["name"], tuple(down["shape"][1:]), max_batch)
+    platform = {"torchscript": "pytorch_torchscript", "pt2": "pytorch_export", "aoti": "torch_aoti"}.get(fmt, fmt)
+    return CloudModel(manifest.model["name"], run, up["name"], tuple(up["shape"][1:]), down["name"], tuple(down["shape"][1:]), max_batch, platform)
 
 
 def _error(status: int, message: str):
@@ -203,7 +209,7 @@ def build_app(model: CloudModel, token: str | None = None):
     metadata = {
         "name": model.name,
         "versions": ["1"],
-        "platform": "pytorch_torchscript",
+        "platform": model.platform,
         "inputs": [{"name": model.input_name, "datatype": "FP32", "shape": [-1, *model.input_shape]}],
         "outputs": [{"name": model.output_name, "datatype": "FP32", "shape": [-1, *model.output_shape]}],
     }
@@ -334,7 +340,7 @@ def serve(config: ServeConfig) -> None:
         raise ConfigError(f"binding to {config.host} exposes the server beyond this machine: pass --token to require a bearer token")
     require("starlette", "serve")
     uvicorn = require("uvicorn", "serve")
-    model = load_cloud(config.folder, config.max_batch)
+    model = load_cloud(config.folder, config.max_batch, config.format)
     app = build_app(model, config.token)
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the previous handler:
     # make that handler a clean exit, so a supervisor sees status 0 after a graceful shutdown.

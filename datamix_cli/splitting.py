@@ -14,13 +14,15 @@ from typing import Callable
 import numpy as np
 
 from datamix_cli import __version__
-from datamix_cli.errors import DatasetError, VerificationError
+from datamix_cli.errors import ConfigError, DatasetError, VerificationError
 from datamix_cli.loading import ModelSource
 from datamix_cli.mixing import PROTOCOL_NAME, PROTOCOL_VERSION, MixingConfig, coefficient_rng, draw_coefficients
 from datamix_cli.training import FinetuneConfig
 
 EDGE_FORMATS = ("onnx", "tflite")
-CLOUD_FORMAT = "torchscript"
+# TorchScript because the user's design asks for it (and Triton's libtorch backend takes it); the
+# torch.export program because TorchScript is deprecated from torch 2.14. Both are verified.
+CLOUD_FORMATS = ("torchscript", "pt2")
 REFERENCE_FORMAT = "torchscript"
 NORMALISATION = "float32 in [0, 1] (pixel / max value); no mean/std normalisation"
 SPLIT_ATOL = 1e-4
@@ -41,6 +43,7 @@ class SplitConfig:
     data_seed: int = 0
     eval_seed: int | None = 0
     formats: tuple[str, ...] = EDGE_FORMATS
+    cloud_formats: tuple[str, ...] = CLOUD_FORMATS
     decoys: int = 32
     verify_groups: int = 8
     atol: float | None = None
@@ -64,7 +67,7 @@ def run_split(config: SplitConfig, on_step=None, report: Reporter = lambda messa
     from datamix_cli.output import StagedFolder
     from datamix_cli.profiling import resolve_input_shape
     from datamix_cli.training import accuracy, finetune, predict_mixed
-    from exporters import get_exporter
+    from exporters import get_exporter, registered_names
     from partitioners.graph import trace_model
     from partitioners.partition import partition
     from partitioners.profile import profile_model
@@ -74,7 +77,13 @@ def run_split(config: SplitConfig, on_step=None, report: Reporter = lambda messa
     config.training.validate(config.mixing.k)
     if not 0 < config.holdout < 1:
         raise DatasetError(f"holdout must be in (0, 1), got {config.holdout}")
-    exporters = {name: get_exporter(name) for name in (*config.formats, CLOUD_FORMAT)}
+    exporters = {name: get_exporter(name) for name in (*config.formats, *config.cloud_formats, REFERENCE_FORMAT)}
+    for role, names in (("head", config.formats), ("cloud", config.cloud_formats)):
+        wrong = [name for name in names if role not in exporters[name].roles]
+        if wrong or not names:
+            raise ConfigError(f"{', '.join(wrong) or 'none'}: not usable for the {role} part; choose from {', '.join(registered_names(role))}")
+    if REFERENCE_FORMAT not in config.cloud_formats:
+        raise ConfigError(f"the cloud formats must include {REFERENCE_FORMAT} (the reference serve-local and the audit run)")
     for exporter in exporters.values():
         exporter.check_available()
     with StagedFolder(config.out, config.force) as staged:
@@ -158,7 +167,7 @@ def _tensor(name: str, shape, dtype: str = "float32") -> dict:
 
 
 def _export_all(parts, exporters, config, decision, sample_shape, num_classes, held_x, folder: Path):
-    """Export head/tail in every edge format and the cloud in TorchScript; verify each against PyTorch."""
+    """Export head/tail in every edge format and the cloud in every cloud format; verify each against PyTorch."""
     import torch
 
     from datamix_cli.edge_modules import HeadWithMix, TailWithDemix
@@ -184,8 +193,8 @@ def _export_all(parts, exporters, config, decision, sample_shape, num_classes, h
         "cloud": (parts.cloud, cloud_cases, [_tensor("mixtures", (-1, *up))], [_tensor("cloud_out", (-1, *down))]),
     }
     # TorchScript edge parts are the PyTorch reference that serve-local checks the edge runtimes against.
-    edge_formats = (*config.formats, REFERENCE_FORMAT)
-    plan = [(role, name) for name in edge_formats for role in ("head", "tail")] + [("cloud", CLOUD_FORMAT)]
+    edge_formats = tuple(dict.fromkeys((*config.formats, REFERENCE_FORMAT)))  # the reference once, even if asked for
+    plan = [(role, name) for name in edge_formats for role in ("head", "tail")] + [("cloud", name) for name in config.cloud_formats]
     artifacts, checks = [], []
     for role, name in plan:
         exporter = exporters[name]

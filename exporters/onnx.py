@@ -15,6 +15,7 @@ class OnnxExporter:
     extra = "onnx"
     default_atol = 1e-4
     dynamic_batch = False
+    roles = ("head", "tail")  # the parts of a split this format is written for
 
     def check_available(self) -> None:
         for module in ("onnx", "onnxruntime", "onnxscript"):

@@ -22,6 +22,7 @@ class Exporter(Protocol):
     extra: ClassVar[str]  # pip extra that provides the backend
     default_atol: ClassVar[float]  # max abs error accepted against PyTorch (fp32)
     dynamic_batch: ClassVar[bool]  # whether the artifact accepts any batch size
+    roles: ClassVar[tuple[str, ...]]  # the parts of a split ("head", "cloud", "tail") it is written for
 
     def check_available(self) -> None:
         """Raise :class:`MissingExtraError` naming the pip extra if the backend is missing."""
@@ -54,5 +55,6 @@ def get_exporter(name: str) -> Exporter:
         raise ExporterRegistryError(f"no exporter named {name!r}; registered: {known}") from None
 
 
-def registered_names() -> list[str]:
-    return sorted(_REGISTRY)
+def registered_names(role: str | None = None) -> list[str]:
+    """Every registered format, or those written for ``role``."""
+    return sorted(name for name, exporter in _REGISTRY.items() if role is None or role in exporter.roles)

@@ -38,6 +38,7 @@ class TfliteExporter:
     extra = "tflite"
     default_atol = 1e-4
     dynamic_batch = False
+    roles = ("head", "tail")  # the parts of a split this format is written for
 
     def check_available(self) -> None:
         with captured_output():  # importing litert-torch prints torchao and absl noise

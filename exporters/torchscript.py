@@ -14,6 +14,7 @@ class TorchScriptExporter:
     extra = "core"
     default_atol = 1e-5
     dynamic_batch = True
+    roles = ("head", "tail", "cloud")  # the parts of a split this format is written for
 
     def check_available(self) -> None:
         pass  # torch is a core dependency

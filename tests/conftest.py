@@ -124,12 +124,14 @@ def affine_split(tmp_path_factory, affine_weights):
     from datamix_cli.loading import ModelSource
     from datamix_cli.splitting import SplitConfig, run_split
     from datamix_cli.training import FinetuneConfig
+    from exporters import registered_names
 
     seed_everything(0)
     out = tmp_path_factory.mktemp("shared") / "affine-split"
     config = SplitConfig(
         source=ModelSource(f"{ORACLE_FILE}:affine_cloud", weights=affine_weights), data="digits", out=out,
         head_cut=HEAD_CUT, tail_cut=TAIL_CUT, budget=1.0, training=FinetuneConfig(epochs=0),
+        formats=tuple(registered_names("head")), cloud_formats=tuple(registered_names("cloud")),  # every format, against the oracle
     )
     run_split(config)
     return out

@@ -34,7 +34,7 @@ def cloud_case():
 
 
 # format -> the roles it is used for in a split
-CASES = {"onnx": [head_case, tail_case], "tflite": [head_case, tail_case], "torchscript": [cloud_case]}
+CASES = {"onnx": [head_case, tail_case], "tflite": [head_case, tail_case], "torchscript": [cloud_case], "pt2": [cloud_case], "aoti": [cloud_case]}
 
 
 def test_every_registered_exporter_has_a_test():

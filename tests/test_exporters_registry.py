@@ -14,6 +14,7 @@ class FakeExporter:
     extra = "none"
     default_atol = 1e-4
     dynamic_batch = True
+    roles = ("cloud",)
 
     def check_available(self) -> None:
         pass

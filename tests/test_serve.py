@@ -344,3 +344,18 @@ def test_infer_cli_errors(small_split, tmp_path):
     np.save(tmp_path / "ok.npy", np.zeros((1, 1, 32, 32)))
     result = CliRunner().invoke(cli, ["infer", str(small_split), str(tmp_path / "ok.npy"), "--server", f"http://127.0.0.1:{free_port()}"])
     assert result.exit_code == 2 and "cannot reach the server" in result.output
+
+
+def test_serve_format_pt2_serves_the_torch_export_program(small_split, reference):
+    from datamix_cli.errors import ConfigError
+
+    cloud = load_cloud(small_split, max_batch=8, fmt="pt2")
+    app = TestClient(build_app(cloud), raise_server_exceptions=False)
+    assert app.get(f"/v2/models/{cloud.name}").json()["platform"] == "pytorch_export"
+    x = mixtures(cloud, batch=5, seed=2)
+    response = app.post(infer_path(cloud), json=json_request(cloud, x=x))
+    assert response.status_code == 200, response.text
+    got = np.asarray(response.json()["outputs"][0]["data"], dtype=np.float32).reshape(5, *cloud.output_shape)
+    np.testing.assert_allclose(got, reference(x), rtol=0, atol=1e-5)
+    with pytest.raises(ConfigError, match="has no 'onnx' cloud artifact"):
+        load_cloud(small_split, max_batch=8, fmt="onnx")

@@ -48,7 +48,7 @@ def leftovers(parent):
 def test_folder_layout_and_manifest(split_dir):
     manifest = load_manifest(split_dir)
     assert manifest.schema_version == SCHEMA_VERSION
-    expected = {"edge/head.onnx", "edge/tail.onnx", "edge/head.tflite", "edge/tail.tflite", "edge/head.pt", "edge/tail.pt", "cloud/cloud.pt"}
+    expected = {"edge/head.onnx", "edge/tail.onnx", "edge/head.tflite", "edge/tail.tflite", "edge/head.pt", "edge/tail.pt", "cloud/cloud.pt", "cloud/cloud.pt2"}
     assert {a["path"] for a in manifest.artifacts} == expected
     assert {f["path"] for f in manifest.files} == {"edge/decoys.npz", "test_vectors.npz"}
     on_disk = {str(p.relative_to(split_dir)) for p in split_dir.rglob("*") if p.is_file()}
@@ -255,7 +255,7 @@ def test_split_exports_and_verifies_the_other_examples(tmp_path, name):
     small = npz(tmp_path, digits.x[:60], digits.y[:60])
     out = tmp_path / name
     result = run_split(config(out, source=ModelSource(f"{EXAMPLES_FILE}:{name}"), data=small, training=FinetuneConfig(epochs=0)))
-    assert len(result.manifest.artifacts) == 7
+    assert len(result.manifest.artifacts) == 8
     assert all(a["max_abs_error"] <= a["tolerance"] for a in result.manifest.artifacts)
     assert result.manifest.flops["edge_fraction"] <= 0.2
     load_manifest(out)

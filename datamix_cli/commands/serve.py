@@ -17,12 +17,13 @@ def serve(
     port: int = typer.Option(8000, "--port", help="TCP port."),
     token: str = typer.Option(None, "--token", help="Require 'Authorization: Bearer TOKEN' on every request but health probes."),
     max_batch: int = typer.Option(256, "--max-batch", help="Largest batch (mixtures) one request may carry."),
+    fmt: str = typer.Option("torchscript", "--format", help="Cloud artifact to serve: torchscript (cloud.pt), pt2 (cloud.pt2, torch.export) or aoti (if the split has one)."),
 ) -> None:
     """Serve the cloud part of a split over the Open Inference Protocol (KServe v2 REST)."""
     from datamix_cli.server import ServeConfig
     from datamix_cli.server import serve as run
 
-    run(ServeConfig(folder=folder, host=host, port=port, token=token, max_batch=max_batch))
+    run(ServeConfig(folder=folder, host=host, port=port, token=token, max_batch=max_batch, format=fmt))
 
 
 def infer(
