@@ -27,12 +27,13 @@ $(TRITON_STAMP):
 triton-env:
 	@$(MAKE) --no-print-directory $(TRITON_STAMP) || echo "warning: could not create $(TRITON_VENV); the Triton tests will skip"
 
-# torch>=2.6,<2.14 in pyproject.toml resolves to the CPU 2.13.0 wheel on this machine's disk.
+# pyproject.toml admits torch up to 2.14.x; here we pin the CPU 2.13.0 wheel on this machine's disk
+# (2.14.1 on this disk is a 5.5 GB CUDA build).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# The pip bundled with Python 3.11 (23.x) backtracks into old releases pinning a CUDA torch; a current one does not.
 	$(BIN)/pip install --disable-pip-version-check -q --upgrade 'pip>=25'
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]' 'torch==2.13.0'
 	touch $(STAMP)
 
 $(CHECKPOINT): $(STAMP) examples/models.py examples/train.py

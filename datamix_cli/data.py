@@ -6,8 +6,17 @@
 * a folder with one sub-folder of images per class.
 
 Samples are float32 in [0, 1], resized to the model's per-sample shape:
-images are resampled bilinearly and repeated over channels; for 1-D models
-(C, L) each image is read row by row as a signal and resampled to length L.
+images are resampled bilinearly; for 1-D models (C, L) each image is read
+row by row as a signal and resampled to length L.
+
+Colour (images in folders and images given to ``infer``, one rule, in
+:func:`read_image`): grayscale images (PIL modes 1, L, LA, I, I;16, F) stay
+one channel, everything else becomes RGB, three channels. An alpha channel is
+dropped (RGBA → RGB, LA → L), as PIL's ``convert`` and torchvision's
+ImageFolder do. A folder holding any colour image is read as RGB, its
+grayscale images replicated over the three channels. Grayscale data for a
+model with C channels is replicated C times; colour data for a model with a
+different channel count is refused with one line, never silently averaged.
 """
 
 from __future__ import annotations
@@ -102,6 +111,23 @@ def _npz(path: Path):
     return x.astype(np.float64), y, classes
 
 
+GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def read_image(path: Path, pil) -> np.ndarray:
+    """One image in [0, 1]: (H, W) if grayscale, else (3, H, W) RGB; alpha dropped (see the module doc)."""
+    with pil.open(path) as image:
+        image.load()
+        mode = image.mode
+        if mode in GRAYSCALE_MODES:
+            if mode.startswith("I"):
+                return np.clip(np.asarray(image, dtype=np.float64) / 65535.0, 0, 1)
+            if mode == "F":
+                return np.clip(np.asarray(image, dtype=np.float64), 0, 1)
+            return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+        return np.asarray(image.convert("RGB"), dtype=np.float64).transpose(2, 0, 1) / 255.0
+
+
 def _image_folder(path: Path):
     pil = require("PIL.Image", "data")
     class_dirs = sorted(d for d in path.iterdir() if d.is_dir())
@@ -113,18 +139,19 @@ def _image_folder(path: Path):
             if file.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             try:
-                with pil.open(file) as image:
-                    images.append(np.asarray(image.convert("L"), dtype=np.float64) / 255.0)
-            except OSError as exc:
+                images.append(read_image(file, pil))
+            except (OSError, ValueError) as exc:
                 raise DatasetError(f"cannot read image {file}: {exc}") from exc
             labels.append(label)
     if not images:
         raise DatasetError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {path}")
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
+    if any(im.ndim == 3 for im in images):  # any colour image: the folder is RGB
+        images = [im if im.ndim == 3 else np.repeat(im[None], 3, axis=0) for im in images]
+    sizes = {im.shape[-2:] for im in images}
+    if len(sizes) > 1:
         # Bring every image to the most common size first; fit_to_shape resizes after.
-        target = max(shapes, key=lambda s: sum(im.shape == s for im in images))
-        images = [_resize(im[None], target)[0] for im in images]
+        target = max(sizes, key=lambda s: sum(im.shape[-2:] == s for im in images))
+        images = [_resize(im.reshape(-1, *im.shape[-2:]), target).reshape(*im.shape[:-2], *target) for im in images]
     return np.stack(images), np.asarray(labels), tuple(d.name for d in class_dirs)
 
 
@@ -147,6 +174,11 @@ def fit_to_shape(raw: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarr
     if len(shape) == 3 and raw.ndim == 4 and raw.shape[1] == shape[0]:  # (N, C, H, W), other size
         flat = _resize(raw.reshape(n * shape[0], *raw.shape[2:]), shape[1:])
         return flat.reshape(n, *shape)
+    if len(shape) == 3 and raw.ndim == 4 and raw.shape[1] != shape[0]:
+        raise DatasetError(
+            f"samples of {name} have {raw.shape[1]} channels but the model takes {shape[0]}; "
+            "convert the data (colour is never averaged away or invented)"
+        )
     if len(shape) == 2 and shape[0] == 1 and raw.ndim >= 2:  # anything -> a 1-channel signal
         return _resize(raw.reshape(n, -1), (shape[1],))[:, None]
     raise DatasetError(f"samples of {name} have shape {tuple(raw.shape[1:])}, which cannot be fitted to the model input {tuple(shape)}")

@@ -71,6 +71,14 @@ class VerificationError(DatamixError):
     """An artifact's outputs differ from the PyTorch part beyond tolerance."""
 
 
+class NearChanceError(DatamixError):
+    """The original model scores near chance on the data: fine-tuning it would produce garbage."""
+
+
+class TrainingDivergedError(DatamixError):
+    """Fine-tuning's loss became NaN/Inf or exploded."""
+
+
 class ManifestError(DatamixError):
     """A split folder's manifest is missing, invalid, of an unknown version, or tampered with."""
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamix_cli.data import IMAGE_SUFFIXES, fit_to_shape
+from datamix_cli.data import IMAGE_SUFFIXES, fit_to_shape, read_image
 from datamix_cli.errors import DatasetError, InputFileError, require
 
 
@@ -17,7 +17,7 @@ def read_inputs(paths: list[Path], sample_shape: tuple[int, ...]) -> tuple[np.nd
         if not path.is_file():
             raise InputFileError(f"input not found: {path}")
         batch = _read(path)
-        if tuple(batch.shape) == tuple(sample_shape) or batch.ndim == 2 and len(sample_shape) == 3:
+        if path.suffix.lower() in IMAGE_SUFFIXES or tuple(batch.shape) == tuple(sample_shape) or batch.ndim == 2 and len(sample_shape) == 3:
             batch = batch[None]  # one sample
         arrays.append(fit_to_shape(batch.astype(np.float64), sample_shape, str(path)).astype(np.float32))
         names += [str(path)] if len(batch) == 1 else [f"{path}[{i}]" for i in range(len(batch))]
@@ -37,7 +37,8 @@ def _read(path: Path) -> np.ndarray:
     except ValueError as exc:
         raise DatasetError(f"cannot read {path}: {exc}") from None
     if suffix in IMAGE_SUFFIXES:
-        pil = require("PIL.Image", "data")
-        with pil.open(path) as image:
-            return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+        try:
+            return read_image(path, require("PIL.Image", "data"))
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"cannot read image {path}: {exc}") from None
     raise DatasetError(f"{path}: inputs must be .npy, .npz or an image ({', '.join(sorted(IMAGE_SUFFIXES))})")

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from datamix_cli import __version__
-from datamix_cli.errors import ConfigError, DatasetError, VerificationError
+from datamix_cli.errors import ConfigError, DatasetError, NearChanceError, VerificationError
 from datamix_cli.loading import ModelSource
 from datamix_cli.mixing import PROTOCOL_NAME, PROTOCOL_VERSION, MixingConfig, coefficient_rng, draw_coefficients
 from datamix_cli.training import FinetuneConfig
@@ -26,6 +26,7 @@ CLOUD_FORMATS = ("torchscript", "pt2")
 REFERENCE_FORMAT = "torchscript"
 NORMALISATION = "float32 in [0, 1] (pixel / max value); no mean/std normalisation"
 SPLIT_ATOL = 1e-4
+CHANCE_MARGIN = 0.05  # an original model within 5 points of chance on the held-out data is refused
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class SplitConfig:
     atol: float | None = None
     force: bool = False
     allow_mismatch: bool = False
+    allow_low_accuracy: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def run_split(config: SplitConfig, on_step=None, report: Reporter = lambda messa
     from datamix_cli.loading import load_model
     from datamix_cli.output import StagedFolder
     from datamix_cli.profiling import resolve_input_shape
-    from datamix_cli.training import accuracy, finetune, predict_mixed
+    from datamix_cli.training import accuracy, finetune, on_device, predict_mixed
     from exporters import get_exporter, registered_names
     from partitioners.graph import trace_model
     from partitioners.partition import partition
@@ -100,13 +102,19 @@ def run_split(config: SplitConfig, on_step=None, report: Reporter = lambda messa
         train, held = dataset.split(config.holdout, config.data_seed)
         decoys = train.x[np.random.default_rng(config.data_seed).choice(len(train.y), min(config.decoys, len(train.y)), replace=False)]
         report(f"split: head → {decision.head_cut.name}, tail from {decision.tail_cut.name}, edge share {decision.edge_fraction:.1%}")
+        if ":" in config.source.spec and config.source.weights is None:
+            report(f"warning: no --weights given: {config.source.spec} starts from random weights")
 
-        acc = _accuracy_before_finetuning(model, parts, held, decoys, config)
+        device = config.training.device
+        with on_device(parts, model, device):
+            acc = _accuracy_before_finetuning(model, parts, held, decoys, config)
+        _refuse_near_chance(acc["original"], held.y, config)
         report(f"fine-tuning mixing-aware on {len(train.y)} samples")
         trained_at = time.perf_counter()
         history = finetune(parts, model, train.x, train.y, config.mixing, config.training, on_step)
         train_seconds = time.perf_counter() - trained_at
-        acc["mixing_aware"] = accuracy(predict_mixed(parts, held.x, decoys, config.mixing, config.eval_seed), held.y)
+        with on_device(parts, model, device):
+            acc["mixing_aware"] = accuracy(predict_mixed(parts, held.x, decoys, config.mixing, config.eval_seed, device=device), held.y)
 
         report("exporting and verifying artifacts")
         folder = staged.staging
@@ -129,16 +137,31 @@ def _accuracy_before_finetuning(model, parts, held, decoys, config: SplitConfig)
     """Original model, the split without mixing (checked equal to it), and naive mixing."""
     from datamix_cli.training import accuracy, predict_mixed, predict_plain
 
-    original_logits = predict_plain(model, held.x)
-    split_logits = predict_plain(lambda x: parts.tail(parts.cloud(parts.head(x))), held.x)
+    device = config.training.device
+    original_logits = predict_plain(model, held.x, device=device)
+    split_logits = predict_plain(lambda x: parts.tail(parts.cloud(parts.head(x))), held.x, device=device)
     split_error = float(np.max(np.abs(split_logits - original_logits)))
     if split_error > SPLIT_ATOL:
         raise VerificationError(f"tail(cloud(head(x))) differs from model(x) by {split_error:.3g} > {SPLIT_ATOL:g}")
     return {
         "original": accuracy(original_logits, held.y),
         "split_without_mixing": accuracy(split_logits, held.y),
-        "naive_mixing": accuracy(predict_mixed(parts, held.x, decoys, config.mixing, config.eval_seed), held.y),
+        "naive_mixing": accuracy(predict_mixed(parts, held.x, decoys, config.mixing, config.eval_seed, device=device), held.y),
     }
+
+
+def _refuse_near_chance(original: float, y: np.ndarray, config: SplitConfig) -> None:
+    """Stop before fine-tuning a model that has learned nothing the data can show: the usual silent-garbage causes."""
+    chance = float(np.bincount(y).max() / len(y))  # always predicting the most frequent held-out class
+    if original >= chance + CHANCE_MARGIN or config.allow_low_accuracy:
+        return
+    causes = ["input shape (--input-shape)", "preprocessing", "wrong or missing weights (--weights)", "label order"]
+    if config.source.weights is None and ":" in config.source.spec:
+        causes.insert(0, "no --weights: the model has random weights")
+    raise NearChanceError(
+        f"the original model scores {original:.1%} on {len(y)} held-out samples of {config.data}, within "
+        f"{CHANCE_MARGIN:.0%} of chance ({chance:.1%}); likely causes: {', '.join(causes)}; --allow-low-accuracy continues anyway"
+    )
 
 
 def _num_classes(model, sample_shape) -> int:
@@ -337,6 +360,8 @@ def _manifest(config, model, profile, decision, sample_shape, dataset, num_class
             "feature_match": training.feature_match,
             "temperature": training.temperature,
             "seed": training.seed,
+            "device": training.device,
+            "bf16": training.bf16,
             "holdout": config.holdout,
             "data_seed": config.data_seed,
             "seconds": round(train_seconds, 2),

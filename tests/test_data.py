@@ -48,8 +48,11 @@ def test_bad_npz(tmp_path, arrays, match):
 
 def test_samples_that_cannot_fit_the_model(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.zeros((2, 3, 8, 8)), y=np.array([0, 1]))
-    with pytest.raises(DatasetError, match="cannot be fitted"):
+    with pytest.raises(DatasetError, match="have 3 channels but the model takes 1"):
         load_dataset(str(tmp_path / "d.npz"), (1, 16, 16))
+    np.savez(tmp_path / "e.npz", x=np.zeros((2, 5)), y=np.array([0, 1]))
+    with pytest.raises(DatasetError, match="cannot be fitted"):
+        load_dataset(str(tmp_path / "e.npz"), (1, 16, 16))
 
 
 def test_image_folder(tmp_path):

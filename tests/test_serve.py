@@ -340,7 +340,7 @@ def test_infer_cli_predictions_match_the_unmixed_model_and_the_labels(small_spli
 def test_infer_cli_errors(small_split, tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((2, 3, 5, 5)))
     result = CliRunner().invoke(cli, ["infer", str(small_split), str(tmp_path / "bad.npy"), "--server", "http://127.0.0.1:9"])
-    assert result.exit_code == 2 and "cannot be fitted" in result.output
+    assert result.exit_code == 2 and "have 3 channels but the model takes 1" in result.output
     np.save(tmp_path / "ok.npy", np.zeros((1, 1, 32, 32)))
     result = CliRunner().invoke(cli, ["infer", str(small_split), str(tmp_path / "ok.npy"), "--server", f"http://127.0.0.1:{free_port()}"])
     assert result.exit_code == 2 and "cannot reach the server" in result.output

@@ -41,9 +41,13 @@ def split(
     atol: float = typer.Option(None, "--atol", help="Max abs error accepted against PyTorch (default: per format, 1e-4 for fp32)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="Write artifacts even if they miss the tolerance."),
+    allow_low_accuracy: bool = typer.Option(False, "--allow-low-accuracy", help="Fine-tune even if the original model scores near chance."),
+    device: str = typer.Option("auto", "--device", help="Fine-tuning and evaluation: auto (CUDA if present), cpu, cuda or cuda:N. Export always runs on CPU copies."),
+    bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast during fine-tuning (for CUDA)."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON instead of tables."),
 ) -> None:
     """Split a model for DataMix: fine-tune it mixing-aware and export edge (ONNX, TFLite) and cloud (TorchScript) parts."""
+    from datamix_cli.devices import resolve_device
     from datamix_cli.mixing import MixingConfig
     from datamix_cli.options import parse_shape
     from datamix_cli.splitting import SplitConfig, run_split
@@ -58,7 +62,8 @@ def split(
         head_cut=head_cut,
         tail_cut=tail_cut,
         mixing=MixingConfig(k=k, alpha=alpha, kappa_max=kappa_max, shuffle=shuffle, noise_sigma=noise),
-        training=FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, distill=distill, feature_match=feature_match, seed=seed),
+        training=FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, distill=distill, feature_match=feature_match, seed=seed,
+                                device=resolve_device(device), bf16=bf16),
         holdout=holdout,
         eval_seed=eval_seed,
         formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
@@ -66,9 +71,10 @@ def split(
         atol=atol,
         force=force,
         allow_mismatch=allow_mismatch,
+        allow_low_accuracy=allow_low_accuracy,
     )
     if as_json:
-        result = run_split(config)
+        result = run_split(config, report=lambda message: typer.echo(message, err=True) if message.startswith("warning:") else None)
         typer.echo(json.dumps(json.loads(result.manifest.to_json()), indent=2))
         return
     _run_with_progress(config, run_split)
