@@ -56,7 +56,7 @@ class _Scene:
         self.manifest = load_manifest(config.folder, roles=("head", "decoys"))
         p = self.manifest.protocol
         self.k = p["k"]
-        self.mixing = MixingConfig(k=self.k, alpha=p["alpha"], kappa_max=p["kappa_max"], shuffle=p["shuffle"], noise_sigma=p["noise_sigma"])
+        self.mixing = MixingConfig.from_protocol(p)
         head = get_exporter("torchscript").load(Path(config.folder) / self.manifest.artifact("head", "torchscript")["path"])
         eye = np.eye(self.k, dtype=np.float32)
         self.features = lambda x: np.concatenate([head(x[i : i + self.k], eye) for i in range(0, len(x), self.k)])
@@ -93,9 +93,9 @@ class _Scene:
 
 
 def dominant_sources(cs: np.ndarray) -> np.ndarray:
-    """For each mixture of groups mixed by ``cs`` (G, k, k), the index of the sample with the largest coefficient."""
+    """For each mixture of groups mixed by ``cs`` (G, k, k), the index of the sample with the largest |coefficient|."""
     groups, k = cs.shape[0], cs.shape[1]
-    return (np.arange(groups)[:, None] * k + cs.argmax(axis=2)).ravel()
+    return (np.arange(groups)[:, None] * k + np.abs(cs).argmax(axis=2)).ravel()
 
 
 def attack_ica(scene: _Scene, seed: int) -> tuple[dict, np.ndarray]:
@@ -103,8 +103,9 @@ def attack_ica(scene: _Scene, seed: int) -> tuple[dict, np.ndarray]:
     from datamix_cli.attacks import abs_correlation, align_scale, amari_index, ica_unmix, match_sources
 
     k, flat_h = scene.k, scene.h.reshape(len(scene.h), -1).astype(np.float64)
-    # Rows of C sum to one, so m - mu = C(h - mu): removing the public mean feature map keeps the mixing
-    # intact and strips the structure all samples share, which would break ICA's independence assumption.
+    # With Dirichlet rows (summing to one) m - mu = C(h - mu): removing the public mean feature map keeps the
+    # mixing intact and strips the structure all samples share, which would break ICA's independence
+    # assumption. For an orthogonal C this is only approximate; FastICA centres each mixture itself anyway.
     mu = scene.h_pub.reshape(len(scene.h_pub), -1).mean(axis=0)
     sent = scene.mixtures[scene.sent_order].reshape(len(scene.h), -1).astype(np.float64) - mu
     amari, matched, components = [], [], []
@@ -282,7 +283,7 @@ def audit_scene(scene: _Scene, config: AuditConfig) -> dict:
         "threat_model": __doc__.split("Threat model")[1].split("\n\n")[0].strip(" ()").replace("\n", " "),
         "samples": int(len(scene.y)),
         "public_samples": int(len(scene.y_pub)),
-        "protocol": {k: scene.manifest.protocol[k] for k in ("k", "alpha", "kappa_max", "shuffle", "noise_sigma")},
+        "protocol": {**{k: scene.manifest.protocol[k] for k in ("k", "alpha", "kappa_max", "shuffle", "noise_sigma")}, "distribution": scene.mixing.distribution},
         "split": {"head_cut": scene.manifest.split["head_cut"], "edge_fraction": scene.manifest.flops["edge_fraction"]},
         "seed": config.seed,
     }

@@ -155,7 +155,7 @@ class EdgeClient:
         self.head = exporter.load(self.folder / self.manifest.artifact("head", runtime)["path"], threads=1)
         self.tail = exporter.load(self.folder / self.manifest.artifact("tail", runtime)["path"], threads=1)
         p = self.manifest.protocol
-        self.mixing = MixingConfig(k=p["k"], alpha=p["alpha"], kappa_max=p["kappa_max"], shuffle=p["shuffle"], noise_sigma=p["noise_sigma"])
+        self.mixing = MixingConfig.from_protocol(p)
         with np.load(self.folder / p["decoys"]["path"], allow_pickle=False) as archive:
             self.decoys = archive["x"]
         self.rng = coefficient_rng(seed)

@@ -1,9 +1,16 @@
 """The DataMix mixing protocol: pure functions over NumPy (and torch, where noted).
 
 A group of k head features h (k, D) is sent as mixtures m = C·h, where C is a
-fresh secret k×k matrix per group: rows ~ Dirichlet(α·1) (convex combinations,
-mixup-style), resampled until cond(C) ≤ κ_max so that de-mixing z = C⁻¹·z̃ is
-stable in fp32. Coefficients come from OS entropy; a seed is accepted only for
+fresh secret k×k matrix per group, from one of two distributions:
+
+* ``dirichlet`` (the paper's): rows ~ Dirichlet(α·1), convex combinations,
+  mixup-style, resampled until cond(C) ≤ κ_max so that de-mixing z = C⁻¹·z̃
+  is stable in fp32. Rows summing to one make affine layers commute with
+  mixing exactly (biases included).
+* ``orthogonal``: Haar-random orthogonal C (cond = 1 at any k, C⁻¹ = Cᵀ), which
+  keeps de-mixing exact at k where Dirichlet rows cannot meet κ_max. Rows do
+  not sum to one, so a bias does not commute: the fine-tuning learns it.
+ Coefficients come from OS entropy; a seed is accepted only for
 evaluation and tests. Nothing here logs, stores or returns C to anyone but the
 caller.
 """
@@ -17,6 +24,7 @@ import numpy as np
 
 from datamix_cli.errors import ProtocolError
 
+DISTRIBUTIONS = ("dirichlet", "orthogonal")
 PROTOCOL_NAME = "datamix"
 PROTOCOL_VERSION = 1
 MIN_K, MAX_K = 2, 64
@@ -33,8 +41,19 @@ class MixingConfig:
     kappa_max: float = 20.0
     shuffle: bool = False
     noise_sigma: float = 0.0
+    distribution: str = "dirichlet"
+
+    @classmethod
+    def from_protocol(cls, protocol: dict) -> "MixingConfig":
+        """The configuration a manifest's ``protocol`` section records (older manifests: Dirichlet)."""
+        return cls(
+            k=protocol["k"], alpha=protocol["alpha"], kappa_max=protocol["kappa_max"], shuffle=protocol["shuffle"],
+            noise_sigma=protocol["noise_sigma"], distribution=protocol.get("distribution", "dirichlet"),
+        )
 
     def __post_init__(self):
+        if self.distribution not in DISTRIBUTIONS:
+            raise ProtocolError(f"unknown mixing distribution {self.distribution!r}; choose {' or '.join(DISTRIBUTIONS)}")
         if not MIN_K <= self.k <= MAX_K:
             raise ProtocolError(f"group size k must be between {MIN_K} and {MAX_K}, got {self.k}")
         if not self.alpha > 0:
@@ -51,7 +70,9 @@ def coefficient_rng(seed: int | None = None) -> np.random.Generator:
 
 
 def draw_coefficients(rng: np.random.Generator, config: MixingConfig) -> np.ndarray:
-    """One k×k mixing matrix (float64): Dirichlet rows, cond(C) ≤ κ_max."""
+    """One k×k mixing matrix (float64): Dirichlet rows with cond(C) ≤ κ_max, or Haar-random orthogonal."""
+    if config.distribution == "orthogonal":
+        return haar_orthogonal(rng, config.k)
     for _ in range(MAX_DRAWS):
         c = rng.dirichlet(np.full(config.k, config.alpha), size=config.k)
         if np.linalg.cond(c) <= config.kappa_max:
@@ -60,6 +81,12 @@ def draw_coefficients(rng: np.random.Generator, config: MixingConfig) -> np.ndar
         f"no mixing matrix with cond <= {config.kappa_max:g} in {MAX_DRAWS} draws for k={config.k}, "
         f"alpha={config.alpha:g}; raise --kappa-max or lower --k"
     )
+
+
+def haar_orthogonal(rng: np.random.Generator, k: int) -> np.ndarray:
+    """A Haar-distributed k×k orthogonal matrix: QR of a Gaussian matrix, signs fixed by diag(R) (Mezzadri 2007)."""
+    q, r = np.linalg.qr(rng.standard_normal((k, k)))
+    return q * np.sign(np.diag(r))
 
 
 def draw_batch(rng: np.random.Generator, config: MixingConfig, groups: int) -> np.ndarray:

@@ -88,3 +88,28 @@ def test_decoy_padding():
     assert n == 5 and padded.shape == (8, 2) and padded.dtype == np.float32
     assert padded[5:].min() == 1.0
     assert pad_with_decoys(x[:4], decoys, 4, rng)[0].shape == (4, 2)
+
+
+@pytest.mark.parametrize("k", [2, 4, 16, 64])
+def test_orthogonal_draws_are_orthogonal_with_condition_one_at_any_k(k):
+    config = MixingConfig(k=k, distribution="orthogonal")
+    cs = draw_batch(coefficient_rng(7), config, 20)
+    for c in cs:
+        np.testing.assert_allclose(c @ c.T, np.eye(k), atol=1e-12)
+        assert np.linalg.cond(c) == pytest.approx(1.0)
+    h = coefficient_rng(8).standard_normal((k, 3, 5))
+    np.testing.assert_allclose(demix(cs[0].T, mix(cs[0], h)), h, atol=1e-12)  # C⁻¹ = Cᵀ
+
+
+def test_orthogonal_draws_follow_the_haar_measure():
+    """Under Haar measure every entry has mean 0 and variance 1/k, and C and -C are equally likely."""
+    k = 4
+    cs = draw_batch(coefficient_rng(9), MixingConfig(k=k, distribution="orthogonal"), 4000)
+    assert abs(cs.mean()) < 0.01
+    np.testing.assert_allclose((cs**2).mean(axis=0), np.full((k, k), 1 / k), atol=0.02)
+    assert 0.45 < (cs[:, 0, 0] > 0).mean() < 0.55  # without the sign fix of QR, the diagonal would be biased
+
+
+def test_unknown_distribution_is_refused():
+    with pytest.raises(ProtocolError, match="unknown mixing distribution 'gaussian'"):
+        MixingConfig(distribution="gaussian")

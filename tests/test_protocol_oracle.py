@@ -173,3 +173,26 @@ def test_serve_local_equals_the_unsplit_model(affine_split, runtime):
     report = json.loads(result.output)
     assert report["passed"] and report["agreement"] == 1.0 and report["agreement_with_original"] == 1.0
     assert report["max_abs_logit_error_vs_original"] < ATOL and report["max_abs_logit_error"] < ATOL
+
+
+def test_orthogonal_mixing_commutes_with_a_linear_cloud_and_not_with_a_biased_one(held_out):
+    """The condition stated in docs/protocol.md: without unit row sums, only a bias-free cloud commutes."""
+    from oracle_models import affine_cloud
+    from partitioners.graph import trace_model
+    from partitioners.partition import partition
+    from partitioners.profile import profile_model
+
+    from datamix_cli.training import mixed_forward
+
+    config = MixingConfig(k=8, distribution="orthogonal")
+    x = torch.from_numpy(held_out.x[:32])
+    c = torch.from_numpy(draw_batch(coefficient_rng(), config, 4)).float()
+    errors = {}
+    for bias in (False, True):
+        model = affine_cloud(cloud_bias=bias).eval()
+        traced = trace_model(model)
+        profile = profile_model(traced, (1, 1, 8, 8))
+        parts = partition(traced, profile.cut(HEAD_CUT), profile.cut(TAIL_CUT))
+        with torch.no_grad():
+            errors[bias] = float((mixed_forward(parts, x, c, config) - model(x)).abs().max())
+    assert errors[False] < ATOL and errors[True] > 100 * ATOL, errors
