@@ -67,3 +67,57 @@ def test_layer_flops_add_up_to_the_total():
     p = profile(resnet(), (1, 1, 32, 32))
     assert sum(layer.flops for layer in p.layers) == p.total_flops
     assert p.total_flops > 0
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, embed: int = 16, heads: int = 2):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(embed, heads, batch_first=True)
+        self.fc = nn.Linear(embed, 4)
+
+    def forward(self, x):
+        y, _ = self.attn(x, x, x, need_weights=False)
+        return self.fc(y.mean(1))
+
+
+def unfused_flops(module, shape) -> int:
+    """torch's own counter on the unfused path (train mode, the math attention kernel, i.e. plain matmuls):
+    an oracle that shares no formula with ours."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module.train()
+    counter = FlopCounterMode(display=False)
+    with counter, sdpa_kernel(SDPBackend.MATH):
+        module(torch.zeros(shape))
+    module.eval()
+    return counter.get_total_flops()
+
+
+def test_eval_mode_fused_attention_is_counted_like_the_unfused_path():
+    """Eval-mode attention runs as one fused kernel (ViT's case): it must cost what its parts cost."""
+    attention = SelfAttention().eval()
+    encoder = nn.Sequential(nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True), nn.Flatten(), nn.Linear(80, 3)).eval()
+    # By hand, E = 16, L = S = 5: projections 4·5·16² + scores and weighted sum 2·5·5·16 = 5,920 MACs.
+    by_hand = {"attention": 2 * (5920 + 16 * 4), "encoder": 2 * (5920 + 2 * 5 * 16 * 32 + 80 * 3)}
+    for name, module in (("attention", attention), ("encoder", encoder)):
+        p = profile(module, (1, 5, 16))
+        assert not {"_native_multi_head_attention", "_transformer_encoder_layer_fwd"} & set(p.uncounted_ops), p.uncounted_ops
+        assert p.total_flops == by_hand[name] == unfused_flops(module, (1, 5, 16)), name
+
+
+def test_scaled_dot_product_attention_on_the_cpu_is_counted():
+    import torch.nn.functional as F
+
+    class Heads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(16, 2)
+
+        def forward(self, x):
+            q = x.view(1, 5, 2, 8).transpose(1, 2)  # 2 heads of 8
+            return self.fc(F.scaled_dot_product_attention(q, q, q).transpose(1, 2).reshape(1, 5, 16))
+
+    p = profile(Heads().eval(), (1, 5, 16))
+    assert "_scaled_dot_product_flash_attention_for_cpu" not in p.uncounted_ops
+    assert p.total_flops == 2 * (2 * 5 * 5 * (8 + 8) + 5 * 16 * 2)  # QKᵀ and attention·V per head, then the linear
