@@ -4,8 +4,8 @@ Starts ``datamix serve`` in a child process on a free loopback port, runs the
 edge client on held-out samples, and compares every prediction with the
 PyTorch reference (TorchScript parts as plain head and tail, the same C and
 noise per group applied by ``mixing.mix``/``demix``), with the fine-tuned
-model without mixing, and with the original, unsplit model. The child is always shut down, also on failure
-or Ctrl-C.
+model without mixing, and with the original, unsplit model. The child is
+always shut down, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -122,12 +122,12 @@ def _reference_logits(folder: Path, manifest, x: np.ndarray, groups) -> tuple[np
     eye = np.eye(manifest.protocol["k"], dtype=np.float32)
     out, unmixed = [], []
     for indices, c, noise in groups:
-        c, features = c.astype(np.float64), head(x[indices], eye)
-        mixtures = mix(c, features.astype(np.float64))
+        c64, features = c.astype(np.float64), head(x[indices], eye)
+        mixtures = mix(c64, features.astype(np.float64))
         if noise is not None:
             mixtures = mixtures + noise
         cloud_out = cloud(mixtures.astype(np.float32)).astype(np.float64)
-        out.append(tail(demix(np.linalg.inv(c), cloud_out).astype(np.float32), eye))
+        out.append(tail(demix(np.linalg.inv(c64), cloud_out).astype(np.float32), eye))
         unmixed.append(tail(cloud(features), eye))
     return np.concatenate(out), np.concatenate(unmixed)
 

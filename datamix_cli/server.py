@@ -30,6 +30,8 @@ DEFAULT_MAX_BATCH = 256
 JSON_OVERHEAD = 1 << 16  # room for the JSON part of a request beside the tensor itself
 MAX_JSON_HEADER = 1 << 20
 EXEMPT_FROM_TOKEN = ("/v2/health/live", "/v2/health/ready")
+# The "platform" model metadata reports for each cloud format (the names Triton uses where it has one).
+PLATFORMS = {"torchscript": "pytorch_torchscript", "pt2": "pytorch_export", "aoti": "torch_aoti"}
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class ServeConfig:
     port: int = 8000
     token: str | None = None
     max_batch: int = DEFAULT_MAX_BATCH
-    format: str = "torchscript"  # which cloud artifact to serve: torchscript or pt2
+    format: str = "torchscript"  # which cloud artifact to serve: a key of PLATFORMS the split has
 
 
 class RequestError(Exception):
@@ -88,8 +90,9 @@ def load_cloud(folder: Path, max_batch: int, fmt: str = "torchscript") -> CloudM
     record = manifest.artifact("cloud", fmt)
     run = get_exporter(record["format"]).load(Path(folder) / record["path"])
     up, down = manifest.split["uplink"], manifest.split["downlink"]
-    platform = {"torchscript": "pytorch_torchscript", "pt2": "pytorch_export", "aoti": "torch_aoti"}.get(fmt, fmt)
-    return CloudModel(manifest.model["name"], run, up["name"], tuple(up["shape"][1:]), down["name"], tuple(down["shape"][1:]), max_batch, platform)
+    return CloudModel(
+        manifest.model["name"], run, up["name"], tuple(up["shape"][1:]), down["name"], tuple(down["shape"][1:]), max_batch, PLATFORMS.get(fmt, fmt)
+    )
 
 
 def _error(status: int, message: str):

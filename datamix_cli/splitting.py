@@ -106,14 +106,13 @@ def run_split(config: SplitConfig, on_step=None, report: Reporter = lambda messa
             report(f"warning: no --weights given: {config.source.spec} starts from random weights")
 
         device = config.training.device
-        with on_device(parts, model, device):
+        with on_device(parts, model, device):  # back on the CPU before anything is exported
             acc = _accuracy_before_finetuning(model, parts, held, decoys, config)
-        _refuse_near_chance(acc["original"], held.y, config)
-        report(f"fine-tuning mixing-aware on {len(train.y)} samples")
-        trained_at = time.perf_counter()
-        history = finetune(parts, model, train.x, train.y, config.mixing, config.training, on_step)
-        train_seconds = time.perf_counter() - trained_at
-        with on_device(parts, model, device):
+            _refuse_near_chance(acc["original"], held.y, config)
+            report(f"fine-tuning mixing-aware on {len(train.y)} samples")
+            trained_at = time.perf_counter()
+            history = finetune(parts, model, train.x, train.y, config.mixing, config.training, on_step)
+            train_seconds = time.perf_counter() - trained_at
             acc["mixing_aware"] = accuracy(predict_mixed(parts, held.x, decoys, config.mixing, config.eval_seed, device=device), held.y)
 
         report("exporting and verifying artifacts")

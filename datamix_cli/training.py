@@ -14,6 +14,7 @@ batch: the cloud may batch groups from many users without changing results.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -105,7 +106,7 @@ def finetune(
     steps_per_epoch = -(-usable // config.batch_size)
     total = max(1, config.epochs * steps_per_epoch)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
-    device = torch.device(config.device)
+    device, home = torch.device(config.device), unique[0].device
     xs, ys = torch.from_numpy(x), torch.from_numpy(y)
     _to(parts, teacher, device)
     with torch.no_grad():
@@ -149,7 +150,7 @@ def finetune(
             history.append({"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1)})
     finally:
         _set_train(parts, False)
-        _to(parts, teacher, torch.device("cpu"))  # artifacts are exported from CPU copies
+        _to(parts, teacher, home)  # back where the caller had them
     return history
 
 
@@ -182,19 +183,14 @@ def predict_plain(model, x: np.ndarray, batch: int = 256, device: str = "cpu") -
     return np.concatenate([model(torch.from_numpy(x[i : i + batch]).to(device)).cpu().numpy() for i in range(0, len(x), batch)])
 
 
+@contextlib.contextmanager
 def on_device(parts, model, device: str):
-    """A context that moves the parts and the model to ``device`` for evaluation and back to the CPU after."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def moved():
-        _to(parts, model, torch.device(device))
-        try:
-            yield
-        finally:
-            _to(parts, model, torch.device("cpu"))
-
-    return moved()
+    """Move the parts and the model to ``device`` for training and evaluation, and back to the CPU after."""
+    _to(parts, model, torch.device(device))
+    try:
+        yield
+    finally:
+        _to(parts, model, torch.device("cpu"))
 
 
 @torch.no_grad()

@@ -36,9 +36,10 @@ class AotInductorExporter:
         from exporters._quiet import captured_output
         from exporters.pt2 import export_program
 
+        program = export_program(module, example_inputs, path.name)
         with captured_output() as log:
             try:
-                torch._inductor.aoti_compile_and_package(export_program(module, example_inputs), package_path=str(path))
+                torch._inductor.aoti_compile_and_package(program, package_path=str(path))
             except Exception as exc:
                 raise ExportFailedError(f"AOTInductor compilation of {path.name} failed: {exc}\n{log()[-2000:]}") from exc
 

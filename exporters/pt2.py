@@ -13,14 +13,17 @@ from datamix_cli.errors import ExportFailedError
 from exporters.registry import register
 
 
-def export_program(module, example_inputs: tuple):
+def export_program(module, example_inputs: tuple, name: str):
     """``torch.export`` of ``module`` with the first dimension of every input dynamic (the batch)."""
     import torch
 
     if len(example_inputs[0]) < 2:
-        raise ExportFailedError("export on a batch of >= 2, so the batch dimension stays dynamic")
+        raise ExportFailedError(f"{name}: export on a batch of >= 2, so the batch dimension stays dynamic")
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    return torch.export.export(module.eval(), example_inputs, dynamic_shapes=tuple({0: batch} for _ in example_inputs), strict=False)
+    try:
+        return torch.export.export(module.eval(), example_inputs, dynamic_shapes=tuple({0: batch} for _ in example_inputs), strict=False)
+    except Exception as exc:
+        raise ExportFailedError(f"torch.export of {name} failed: {exc}") from exc
 
 
 class ExportedProgramExporter:
@@ -37,12 +40,7 @@ class ExportedProgramExporter:
     def export(self, module, example_inputs: tuple, path: Path, input_names: list[str], output_name: str) -> None:
         import torch
 
-        try:
-            torch.export.save(export_program(module, example_inputs), str(path))
-        except ExportFailedError:
-            raise
-        except Exception as exc:
-            raise ExportFailedError(f"torch.export of {path.name} failed: {exc}") from exc
+        torch.export.save(export_program(module, example_inputs, path.name), str(path))
 
     def load(self, path: Path, threads: int = 1):
         import torch

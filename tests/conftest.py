@@ -99,21 +99,26 @@ def affine_weights(tmp_path_factory):
     return path
 
 
+def split_once(tmp_path_factory, name: str, model: str, weights: Path, **config) -> Path:
+    """``run_split`` of ``model`` (file.py:factory) on digits into a fresh session folder, seeded first."""
+    from datamix_cli.loading import ModelSource
+    from datamix_cli.splitting import SplitConfig, run_split
+
+    seed_everything(0)
+    out = tmp_path_factory.mktemp("shared") / name
+    run_split(SplitConfig(source=ModelSource(model, weights=weights), data="digits", out=out, **config))
+    return out
+
+
 @pytest.fixture(scope="session")
 def small_split(tmp_path_factory, small_cnn_weights):
     """A mixing-aware split of the trained small CNN with every artifact, made once per test session."""
-    from datamix_cli.loading import ModelSource
-    from datamix_cli.splitting import SplitConfig, run_split
     from datamix_cli.training import FinetuneConfig
 
-    seed_everything(0)
-    out = tmp_path_factory.mktemp("shared") / "small-split"
-    config = SplitConfig(
-        source=ModelSource(f"{EXAMPLES_FILE}:small_cnn", weights=small_cnn_weights), data="digits", out=out,
+    return split_once(
+        tmp_path_factory, "small-split", f"{EXAMPLES_FILE}:small_cnn", small_cnn_weights,
         input_shape=(1, 1, 32, 32), training=FinetuneConfig(epochs=4, seed=0),
     )
-    run_split(config)
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -121,17 +126,11 @@ def affine_split(tmp_path_factory, affine_weights):
     """A split of the affine-cloud oracle model, not fine-tuned, so the source model is the split's model."""
     from oracle_models import HEAD_CUT, TAIL_CUT
 
-    from datamix_cli.loading import ModelSource
-    from datamix_cli.splitting import SplitConfig, run_split
     from datamix_cli.training import FinetuneConfig
     from exporters import registered_names
 
-    seed_everything(0)
-    out = tmp_path_factory.mktemp("shared") / "affine-split"
-    config = SplitConfig(
-        source=ModelSource(f"{ORACLE_FILE}:affine_cloud", weights=affine_weights), data="digits", out=out,
+    return split_once(
+        tmp_path_factory, "affine-split", f"{ORACLE_FILE}:affine_cloud", affine_weights,
         head_cut=HEAD_CUT, tail_cut=TAIL_CUT, budget=1.0, training=FinetuneConfig(epochs=0),
         formats=tuple(registered_names("head")), cloud_formats=tuple(registered_names("cloud")),  # every format, against the oracle
     )
-    run_split(config)
-    return out

@@ -30,20 +30,22 @@ class SecretScanner:
     def __init__(self, matrices):
         self.rows = [row for m in matrices for row in np.asarray(m, dtype=np.float64)]
         self.entries32 = np.unique(np.concatenate(self.rows).astype(np.float32))
-        self.prefixes = {np.dtype(t): {row.astype(t)[:1].tobytes() for row in self.rows} for t in ("<f4", "<f8")}
-        self.row_bytes = {np.dtype(t): {row.astype(t).tobytes() for row in self.rows} for t in ("<f4", "<f8")}
+        # Per byte width: every row's bytes, and the bytes of rows' first entries as one array to search with.
+        self.row_bytes, self.first_words = {}, {}
+        for t in ("<f4", "<f8"):
+            dtype = np.dtype(t)
+            self.row_bytes[dtype] = {row.astype(t).tobytes() for row in self.rows}
+            self.first_words[dtype] = np.array(sorted({row.astype(t)[:1].tobytes() for row in self.rows}), dtype=f"V{dtype.itemsize}")
 
     def in_bytes(self, data: bytes) -> bool:
         for dtype, rows in self.row_bytes.items():
-            first = set(self.prefixes[dtype])
             width = dtype.itemsize
             for start in range(width):  # every byte alignment
                 usable = (len(data) - start) // width * width
                 if usable <= 0:
                     continue
                 words = np.frombuffer(data[start : start + usable], dtype=f"V{width}")
-                hits = np.flatnonzero(np.isin(words, np.array(sorted(first), dtype=f"V{width}")))
-                for hit in hits:
+                for hit in np.flatnonzero(np.isin(words, self.first_words[dtype])):
                     offset = start + hit * width
                     if any(data[offset : offset + len(row)] == row for row in rows):
                         return True
