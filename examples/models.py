@@ -3,6 +3,9 @@
 Each factory takes ``num_classes`` and ``in_channels`` so the same
 architecture fits ``digits`` (10 classes) and ``faces`` (2 classes).
 Input sizes: 32x32 images for the 2-D models, 1x1024 signals for ``audio_cnn``.
+``vit`` is a small Vision Transformer laid out like torchvision's (pre-norm
+encoder blocks of ``nn.MultiheadAttention`` and an MLP), so its cut points
+inside the encoder are named the same way without torchvision installed.
 """
 
 from __future__ import annotations
@@ -149,10 +152,53 @@ def audio_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     )
 
 
+class EncoderBlock(nn.Module):
+    """Pre-norm transformer block: x + attention(ln_1(x)), then + mlp(ln_2(.)), as torchvision's ViT."""
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim, eps=1e-6)
+        self.self_attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.ln_1(x)
+        y, _ = self.self_attention(y, y, y, need_weights=False)
+        x = x + y
+        return x + self.mlp(self.ln_2(x))
+
+
+class VisionTransformer(nn.Module):
+    """Patch embedding, class token, ``depth`` encoder blocks, LayerNorm, linear head on the class token."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 32, patch_size: int = 8,
+                 dim: int = 32, depth: int = 2, heads: int = 2, mlp_dim: int = 64):
+        super().__init__()
+        self.conv_proj = nn.Conv2d(in_channels, dim, patch_size, patch_size)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embedding = nn.Parameter(torch.randn(1, (image_size // patch_size) ** 2 + 1, dim) * 0.02)
+        self.encoder = nn.Sequential(*(EncoderBlock(dim, heads, mlp_dim) for _ in range(depth)))
+        self.ln = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embedding
+        x = self.ln(self.encoder(x))
+        return self.head(x[:, 0])
+
+
+def vit(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """A two-block ViT on 8x8 patches of a 32x32 image (16 tokens and a class token of width 32)."""
+    return VisionTransformer(num_classes, in_channels)
+
+
 # name -> (factory, per-sample input shape)
 EXAMPLES = {
     "small_cnn": (small_cnn, (1, 32, 32)),
     "resnet": (resnet, (1, 32, 32)),
     "mobilenet_v2": (mobilenet_v2, (1, 32, 32)),
     "audio_cnn": (audio_cnn, (1, 1024)),
+    "vit": (vit, (1, 32, 32)),
 }

@@ -4,10 +4,19 @@ A cut at position ``p`` separates ``compute_nodes[:p]`` from the rest. It is
 valid when exactly one tensor is live across it, so a residual block (whose
 input is still needed by the skip connection) is never cut inside, and a cut
 never has to ship two tensors. Position 0 is the raw input.
+
+Names: a cut is named by the outermost module that finishes with its tensor
+(``layer1``, ``encoder.layers.encoder_layer_3``); a tensor computed inside a
+module by a plain function is ``<module path>.<fx node name>``
+(``layer1.0.add``); an indexing op is written as the indexing it does on the
+named tensor it reads (``encoder[:,0]``, a ViT's class token; a tuple-returning
+module's first output is ``encoder.0.self_attention[0]``) rather than fx's
+``getitem_29``. The fx node name is always an alias.
 """
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from dataclasses import dataclass
 
@@ -95,7 +104,7 @@ def profile_model(traced: TracedModel, input_shape: tuple[int, ...]) -> GraphPro
     module_ends = _module_end_positions(nodes)
     index_of = {n: i for i, n in enumerate(nodes)}
 
-    cuts, seen_values = [], set()
+    cuts, seen_values, used_names = [], set(), set()
     prefix = 0
     for position in range(len(nodes)):
         if position:
@@ -106,7 +115,10 @@ def profile_model(traced: TracedModel, input_shape: tuple[int, ...]) -> GraphPro
         value = live[0]
         seen_values.add(value)
         tensor = values[value]
-        name, aliases = _cut_names(value, position, index_of.get(value), module_ends)
+        name, aliases = _cut_names(value, position, index_of, module_ends)
+        if name in used_names:  # two indexings that read alike: fall back to fx's unique node name
+            name, aliases = _scoped_node_name(value), (value.name,)
+        used_names.add(name)
         cuts.append(
             CutPoint(
                 name=name,
@@ -185,16 +197,73 @@ def _module_end_positions(nodes) -> dict[str, int]:
     return ends
 
 
-def _cut_names(value, position: int, index: int | None, module_ends: dict[str, int]) -> tuple[str, tuple[str, ...]]:
+def _cut_names(value, position: int, index_of: dict, module_ends: dict[str, int]) -> tuple[str, tuple[str, ...]]:
     """Name a cut by the outermost module that finishes with its tensor; inner ones become aliases."""
-    if position == 0 or index is None:
+    if position == 0 or value not in index_of:
         return INPUT_CUT, (value.name,)
-    finished = [p for p in _module_paths(value) if module_ends.get(p) == index]
+    finished = _finished_modules(value, index_of, module_ends)
     if finished:
         return finished[0], tuple(finished[1:]) + (value.name,)
-    enclosing = _innermost_path(value)
-    name = f"{enclosing}.{value.name}" if enclosing else value.name
+    name = _value_label(value, index_of, module_ends)
     return name, (value.name,) if name != value.name else ()
+
+
+def _finished_modules(node, index_of: dict, module_ends: dict[str, int]) -> list[str]:
+    """Module paths whose last compute node is ``node``, outermost first."""
+    index = index_of.get(node)
+    return [p for p in _module_paths(node) if index is not None and module_ends.get(p) == index]
+
+
+def _scoped_node_name(node) -> str:
+    enclosing = _innermost_path(node)
+    return f"{enclosing}.{node.name}" if enclosing else node.name
+
+
+def _value_label(node, index_of: dict, module_ends: dict[str, int]) -> str:
+    """A readable name for any value: the module that finishes with it, an indexing of one, or its scoped node name."""
+    if node.op == "placeholder":
+        return INPUT_CUT
+    finished = _finished_modules(node, index_of, module_ends)
+    if finished:
+        return finished[0]
+    return _indexing_name(node, index_of, module_ends) or _scoped_node_name(node)
+
+
+def _indexing_name(node, index_of: dict, module_ends: dict[str, int]) -> str | None:
+    """``x[:, 0]`` as ``<name of x>[:,0]``; None for anything but indexing with constants."""
+    import torch.fx
+
+    if node.op != "call_function" or node.target is not operator.getitem or len(node.args) != 2:
+        return None
+    source, index = node.args
+    if not isinstance(source, torch.fx.Node):
+        return None
+    text = _index_text(index)
+    if text is None:
+        return None
+    return f"{_value_label(source, index_of, module_ends)}[{text}]"
+
+
+def _index_text(index) -> str | None:
+    """Python's indexing syntax for constant indices, without spaces; None if any part is computed."""
+    if isinstance(index, tuple):
+        parts = [_index_text(i) for i in index]
+        return None if not parts or any(p is None for p in parts) else ",".join(parts)
+    if index is None:
+        return "None"
+    if index is Ellipsis:
+        return "..."
+    if isinstance(index, bool):
+        return None
+    if isinstance(index, int):
+        return str(index)
+    if isinstance(index, slice):
+        bounds = [index.start, index.stop, index.step]
+        if any(b is not None and (isinstance(b, bool) or not isinstance(b, int)) for b in bounds):
+            return None
+        text = ":".join("" if b is None else str(b) for b in bounds[:2])
+        return text + (f":{index.step}" if index.step is not None else "")
+    return None
 
 
 def _parameters_of(traced: TracedModel, node) -> list:
