@@ -35,3 +35,22 @@ class TailWithDemix(nn.Module):
 
     def forward(self, z: torch.Tensor, c_inv: torch.Tensor) -> torch.Tensor:
         return self.tail(_group_matmul(c_inv, z))
+
+
+class Normalise(nn.Module):
+    """x in [0, 1], RGB → (x - mean) / std → channel order: the preprocessing folded into the head."""
+
+    def __init__(self, mean: torch.Tensor | None, std: torch.Tensor | None, flip: bool, ndim: int):
+        super().__init__()
+        shape = (1, -1) + (1,) * (ndim - 2)
+        self.flip = flip
+        self.active = mean is not None
+        self.register_buffer("mean", (mean if mean is not None else torch.zeros(1)).reshape(shape))
+        self.register_buffer("inv_std", (1.0 / std if std is not None else torch.ones(1)).reshape(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.active:
+            x = (x - self.mean) * self.inv_std
+        if self.flip:
+            x = torch.flip(x, dims=(1,))
+        return x

@@ -6,12 +6,19 @@ from pathlib import Path
 
 import numpy as np
 
-from datamix_cli.data import IMAGE_SUFFIXES, fit_to_shape, read_image
+from datamix_cli.data import IMAGE_SUFFIXES, read_image
 from datamix_cli.errors import DatasetError, InputFileError, require
 
 
-def read_inputs(paths: list[Path], sample_shape: tuple[int, ...]) -> tuple[np.ndarray, list[str]]:
-    """Samples fitted to ``sample_shape`` and a name for each."""
+def read_inputs(paths: list[Path], sample_shape: tuple[int, ...], preprocessing=None) -> tuple[np.ndarray, list[str]]:
+    """Samples fitted to ``sample_shape`` and a name for each.
+
+    ``preprocessing`` is the split's spec (manifest), so images get the same
+    resize and crop as in training; mean/std are inside the head artifact.
+    """
+    from datamix_cli.preprocess import Preprocessing
+
+    preprocessing = preprocessing or Preprocessing()
     arrays, names = [], []
     for path in paths:
         if not path.is_file():
@@ -19,7 +26,7 @@ def read_inputs(paths: list[Path], sample_shape: tuple[int, ...]) -> tuple[np.nd
         batch = _read(path)
         if path.suffix.lower() in IMAGE_SUFFIXES or tuple(batch.shape) == tuple(sample_shape) or batch.ndim == 2 and len(sample_shape) == 3:
             batch = batch[None]  # one sample
-        arrays.append(fit_to_shape(batch.astype(np.float64), sample_shape, str(path)).astype(np.float32))
+        arrays.append(preprocessing.fit(batch.astype(np.float64), sample_shape, str(path)).astype(np.float32))
         names += [str(path)] if len(batch) == 1 else [f"{path}[{i}]" for i in range(len(batch))]
     return np.concatenate(arrays), names
 

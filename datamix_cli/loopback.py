@@ -134,33 +134,37 @@ def _reference_logits(folder: Path, manifest, x: np.ndarray, groups) -> tuple[np
 
 def _original_logits(manifest, x: np.ndarray):
     """The unsplit model from the manifest's source, or None with the reason it cannot be loaded."""
+    import torch
+
     from datamix_cli.loading import ModelSource, load_model
+    from datamix_cli.preprocess import Preprocessing
     from datamix_cli.splitting import state_dict_sha256
     from datamix_cli.training import predict_plain
 
     model_info = manifest.model
     try:
         weights = Path(model_info["weights"]) if model_info.get("weights") else None
-        model = load_model(ModelSource(model_info["source"], weights=weights))
+        model = load_model(ModelSource(model_info["source"], weights=weights, factory_kwargs=model_info.get("factory_kwargs") or {}))
     except DatamixError as exc:
         return None, f"original model not loadable here: {exc}"
     if state_dict_sha256(model) != model_info["sha256"]:
         return None, "original model differs from the one the split was made from (sha256)"
+    preprocessing = Preprocessing.from_manifest(model_info)
+    if preprocessing.in_head:  # the split's head starts with it; the original model needs it in front
+        model = torch.nn.Sequential(preprocessing.normaliser(x.shape[1], x.ndim), model).eval()
     return predict_plain(model, x), None
 
 
 def run_serve_local(config: LoopbackConfig) -> dict:
     from datamix_cli.client import EdgeClient, OipClient
-    from datamix_cli.data import load_dataset
+    from datamix_cli.data import split_datasets
     from datamix_cli.manifest import load_manifest
 
     folder = Path(config.folder)
     manifest = load_manifest(folder)
     client = EdgeClient(folder, config.runtime, manifest=manifest)
-    dataset = load_dataset(config.data or manifest.accuracy["dataset"], client.input_shape)
-    training = manifest.training
-    _, held = dataset.split(training.get("holdout", 0.2), training.get("data_seed", 0))
-    x, y = held.x[: config.samples], held.y[: config.samples]
+    _, held = split_datasets(manifest, client.input_shape, config.data)
+    x, y = np.asarray(held.x[: config.samples]), held.y[: config.samples]
     with ServerProcess(folder, free_port()) as server:
         server.wait_ready(config.startup_timeout)
         oip = OipClient(server.url)

@@ -122,10 +122,17 @@ def unshuffle(values, permutation: np.ndarray):
 def pad_with_decoys(x: np.ndarray, decoys: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
     """Fill the last group of ``x`` up to a multiple of k with random decoys; returns (padded, n_real)."""
     n = len(x)
+    chosen = decoy_padding(n, decoys, k, rng)
+    if not len(chosen):
+        return x, n
+    return np.concatenate([x, chosen.astype(x.dtype)]), n
+
+
+def decoy_padding(n: int, decoys: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """The random decoys that fill n samples up to a multiple of k (none when n already is one)."""
     missing = (-n) % k
     if missing == 0:
-        return x, n
+        return decoys[:0]
     if len(decoys) == 0:
         raise ProtocolError("no decoys available to pad a partial group")
-    chosen = decoys[rng.choice(len(decoys), size=missing, replace=len(decoys) < missing)]
-    return np.concatenate([x, chosen.astype(x.dtype)]), n
+    return decoys[rng.choice(len(decoys), size=missing, replace=len(decoys) < missing)]

@@ -7,7 +7,7 @@ import datetime
 import hashlib
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +24,6 @@ EDGE_FORMATS = ("onnx", "tflite")
 # torch.export program because TorchScript is deprecated from torch 2.14. Both are verified.
 CLOUD_FORMATS = ("torchscript", "pt2")
 REFERENCE_FORMAT = "torchscript"
-NORMALISATION = "float32 in [0, 1] (pixel / max value); no mean/std normalisation"
 SPLIT_ATOL = 1e-4
 CHANCE_MARGIN = 0.05  # an original model within 5 points of chance on the held-out data is refused
 
@@ -51,6 +50,14 @@ class SplitConfig:
     force: bool = False
     allow_mismatch: bool = False
     allow_low_accuracy: bool = False
+    # Preprocessing options (datamix_cli.preprocess.Preprocessing.build): a preset and overrides.
+    preprocess: str = "none"
+    resize: int | None = None
+    mean: str | None = None
+    std: str | None = None
+    channel_order: str | None = None
+    eval_data: str | None = None  # a separate evaluation set instead of a holdout of ``data``
+    skip_bad_images: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,10 +70,29 @@ class SplitResult:
 Reporter = Callable[[str], None]
 
 
-def run_split(config: SplitConfig, on_step=None, report: Reporter = lambda message: None) -> SplitResult:
+def run_split(config: SplitConfig, on_step=None, report: Reporter = lambda message: None) -> SplitResult | None:
+    """The whole split. Under torchrun every rank fine-tunes and rank 0 alone writes; the others return None."""
+    from datamix_cli import distributed
+
+    world = distributed.current()
+    device = distributed.rank_device(config.training.device, world)
+    if device != config.training.device:
+        config = replace(config, training=replace(config.training, device=device))
+    if not world.is_main:
+        on_step, report = None, lambda message: None
+    with distributed.process_group(world, device):
+        return _run_split(config, world, on_step, report)
+
+
+def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitResult | None:
+    import contextlib
+
+    import torch
+
     from datamix_cli.data import load_dataset
     from datamix_cli.loading import load_model
     from datamix_cli.output import StagedFolder
+    from datamix_cli.preprocess import PRESETS, Preprocessing, prepend
     from datamix_cli.profiling import resolve_input_shape
     from datamix_cli.training import accuracy, finetune, on_device, predict_mixed
     from exporters import get_exporter, registered_names
@@ -79,6 +105,8 @@ def run_split(config: SplitConfig, on_step=None, report: Reporter = lambda messa
     config.training.validate(config.mixing.k)
     if not 0 < config.holdout < 1:
         raise DatasetError(f"holdout must be in (0, 1), got {config.holdout}")
+    if config.preprocess.strip().lower() not in PRESETS:
+        raise ConfigError(f"unknown preprocessing preset {config.preprocess!r}; choose from {', '.join(PRESETS)}")
     exporters = {name: get_exporter(name) for name in (*config.formats, *config.cloud_formats, REFERENCE_FORMAT)}
     for role, names in (("head", config.formats), ("cloud", config.cloud_formats)):
         wrong = [name for name in names if role not in exporters[name].roles]
@@ -88,31 +116,49 @@ def run_split(config: SplitConfig, on_step=None, report: Reporter = lambda messa
         raise ConfigError(f"the cloud formats must include {REFERENCE_FORMAT} (the reference serve-local and the audit run)")
     for exporter in exporters.values():
         exporter.check_available()
-    with StagedFolder(config.out, config.force) as staged:
+    staged_folder = StagedFolder(config.out, config.force)  # every rank checks the output path, so all stop alike
+    with staged_folder if world.is_main else contextlib.nullcontext(None) as staged:
         model = load_model(config.source)
         traced = trace_model(model)
         shape = resolve_input_shape(traced, config.input_shape, config.data)
         sample_shape = tuple(shape[1:])
+        preprocessing = Preprocessing.build(sample_shape, config.preprocess, config.resize, config.mean, config.std, config.channel_order)
+        original = model
+        if preprocessing.in_head:  # mean/std and channel order become the head's first operation
+            normaliser = preprocessing.normaliser(sample_shape[0], len(shape))
+            traced = prepend(traced, normaliser)
+            original = torch.nn.Sequential(preprocessing.normaliser(sample_shape[0], len(shape)), model).eval()
         profile = profile_model(traced, (1, *sample_shape))
         decision = choose_split(profile, config.budget, config.mixing.k, config.head_cut, config.tail_cut)
-        dataset = load_dataset(config.data, sample_shape)
+        dataset = load_dataset(config.data, sample_shape, preprocessing, config.skip_bad_images)
         num_classes = _num_classes(model, sample_shape)
         _check_labels(dataset, num_classes)
+        if config.eval_data:
+            train, held = dataset, load_dataset(config.eval_data, sample_shape, preprocessing, config.skip_bad_images)
+            _check_labels(held, num_classes)
+        else:
+            train, held = dataset.split(config.holdout, config.data_seed)
+        skipped = len(dataset.skipped) + (len(held.skipped) if config.eval_data else 0)
+        if skipped:
+            report(f"warning: skipped {skipped} unreadable image(s), e.g. {(dataset.skipped or held.skipped)[0]}")
         parts = partition(traced, decision.head_cut, decision.tail_cut)
-        train, held = dataset.split(config.holdout, config.data_seed)
-        decoys = train.x[np.random.default_rng(config.data_seed).choice(len(train.y), min(config.decoys, len(train.y)), replace=False)]
+        decoys = np.asarray(train.x[np.sort(np.random.default_rng(config.data_seed).choice(len(train.y), min(config.decoys, len(train.y)), replace=False))])
         report(f"split: head → {decision.head_cut.name}, tail from {decision.tail_cut.name}, edge share {decision.edge_fraction:.1%}")
+        if preprocessing.preset != "none" or preprocessing.in_head:
+            report(f"preprocessing: {preprocessing.describe()}" + (" (mean/std inside the head artifact)" if preprocessing.in_head else ""))
         if ":" in config.source.spec and config.source.weights is None:
             report(f"warning: no --weights given: {config.source.spec} starts from random weights")
 
         device = config.training.device
-        with on_device(parts, model, device):  # back on the CPU before anything is exported
-            acc = _accuracy_before_finetuning(model, parts, held, decoys, config)
+        with on_device(parts, original, device):  # back on the CPU before anything is exported
+            acc = _accuracy_before_finetuning(original, parts, held, decoys, config)
             _refuse_near_chance(acc["original"], held.y, config)
-            report(f"fine-tuning mixing-aware on {len(train.y)} samples")
+            report(f"fine-tuning mixing-aware on {len(train.y)} samples" + (f" on {world.size} processes" if world.distributed else ""))
             trained_at = time.perf_counter()
-            history = finetune(parts, model, train.x, train.y, config.mixing, config.training, on_step)
+            history = finetune(parts, train.x, train.y, config.mixing, config.training, on_step, world)
             train_seconds = time.perf_counter() - trained_at
+            if not world.is_main:
+                return None
             acc["mixing_aware"] = accuracy(predict_mixed(parts, held.x, decoys, config.mixing, config.eval_seed, device=device), held.y)
 
         report("exporting and verifying artifacts")
@@ -125,7 +171,7 @@ def run_split(config: SplitConfig, on_step=None, report: Reporter = lambda messa
         files = _write_side_files(folder, parts, decoys, held.x, config, sample_shape)
         manifest = _manifest(
             config, model, profile, decision, sample_shape, dataset, num_classes, len(held.y), acc,
-            history, train_seconds, artifacts, files,
+            history, train_seconds, artifacts, files, preprocessing, world, skipped,
         )
         (folder / "manifest.json").write_text(manifest.to_json())
         out = staged.publish()
@@ -296,7 +342,8 @@ def _versions() -> dict:
     return versions
 
 
-def _manifest(config, model, profile, decision, sample_shape, dataset, num_classes, n_eval, acc, history, train_seconds, artifacts, files):
+def _manifest(config, model, profile, decision, sample_shape, dataset, num_classes, n_eval, acc, history, train_seconds, artifacts, files,
+              preprocessing, world, skipped):
     from datamix_cli.manifest import Manifest
     from partitioners.flops import FLOPS_RULE
 
@@ -310,10 +357,15 @@ def _manifest(config, model, profile, decision, sample_shape, dataset, num_class
             "name": _model_name(config.source.spec),
             "source": config.source.spec,
             "weights": str(config.source.weights) if config.source.weights else None,
+            "factory_kwargs": dict(config.source.factory_kwargs),
             "sha256": state_dict_sha256(model),
             "input_shape": [-1, *sample_shape],
             "dtype": "float32",
-            "normalisation": NORMALISATION,
+            "normalisation": (
+                "float32 in [0, 1] (pixel / max value)"
+                + ("; channel order and mean/std are applied inside the head artifact" if preprocessing.in_head else "; no mean/std normalisation")
+            ),
+            "preprocessing": preprocessing.to_manifest(sample_shape),
             "class_labels": list(dataset.classes) + [str(i) for i in range(len(dataset.classes), num_classes)],
             "num_classes": num_classes,
         },
@@ -350,7 +402,7 @@ def _manifest(config, model, profile, decision, sample_shape, dataset, num_class
             "edge_fraction": decision.edge_fraction,
             "uncounted_ops": profile.uncounted_ops,
         },
-        accuracy={"dataset": config.data, "n": n_eval, "eval_seed": config.eval_seed, **acc},
+        accuracy={"dataset": config.eval_data or config.data, "n": n_eval, "eval_seed": config.eval_seed, **acc},
         training={
             "epochs": training.epochs,
             "lr": training.lr,
@@ -362,11 +414,17 @@ def _manifest(config, model, profile, decision, sample_shape, dataset, num_class
             "seed": training.seed,
             "device": training.device,
             "bf16": training.bf16,
-            "holdout": config.holdout,
+            "data": config.data,
+            "eval_data": config.eval_data,
+            "holdout": None if config.eval_data else config.holdout,
+            "skipped_images": skipped,
+            "processes": world.size,
+            "workers": training.workers,
             "data_seed": config.data_seed,
             "seconds": round(train_seconds, 2),
             "history": history,
-            "batchnorm": "train mode during fine-tuning (cloud BN statistics follow the mixtures), eval mode in every artifact",
+            "batchnorm": "train mode during fine-tuning (cloud BN statistics follow the mixtures), running statistics recomputed "
+            "with the final weights under mixing, eval mode in every artifact",
         },
         artifacts=artifacts,
         files=files,

@@ -7,8 +7,9 @@ the cloud part is not linear.
 BatchNorm: during fine-tuning every part is in train mode, so the cloud's
 BatchNorm layers normalise with the statistics of *mixtures* (what they will
 see in production) and their running statistics move there; the head's see
-clean inputs and the tail's de-mixed features. After training all parts are
-in eval mode, so each sample is processed independently of the others in its
+clean inputs and the tail's de-mixed features. After the last epoch the
+running statistics are recomputed with the final weights in one pass under
+mixing (:func:`_recalibrate_batchnorm`). After training all parts are in eval mode, so each sample is processed independently of the others in its
 batch: the cloud may batch groups from many users without changing results.
 """
 
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from datamix_cli.errors import ConfigError, TrainingDivergedError
-from datamix_cli.mixing import MixingConfig, coefficient_rng, draw_batch, mix, pad_with_decoys
+from datamix_cli.mixing import MixingConfig, coefficient_rng, decoy_padding, draw_batch, mix
 from datamix_cli.options import OptimizerName
 
 
@@ -42,6 +43,7 @@ class FinetuneConfig:
     seed: int | None = None  # seeds batch order and C for reproducible runs; None draws C from OS entropy
     device: str = "cpu"  # a resolved torch device (datamix_cli.devices.resolve_device)
     bf16: bool = False  # bfloat16 autocast of the forward passes (meant for CUDA)
+    workers: int | None = None  # DataLoader workers; None: 0 for in-memory arrays, else up to 4
 
     def validate(self, k: int) -> None:
         if self.epochs < 0:
@@ -54,6 +56,8 @@ class FinetuneConfig:
             raise ConfigError(f"distillation weight must be in [0, 1], got {self.distill}")
         if not self.feature_match >= 0:
             raise ConfigError(f"feature-match weight must be >= 0, got {self.feature_match}")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {self.workers}")
 
 
 def mixed_forward(parts, x: torch.Tensor, c: torch.Tensor, mixing: MixingConfig, generator=None) -> torch.Tensor:
@@ -83,91 +87,242 @@ def _set_train(parts, mode: bool) -> None:
         part.train(mode)
 
 
+class _MixedModel(torch.nn.Module):
+    """head → mix → cloud → de-mix → tail as one module, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, parts, mixing: MixingConfig):
+        super().__init__()
+        self.head, self.cloud, self.tail, self.mixing = parts.head, parts.cloud, parts.tail, mixing
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, generator=None):
+        z = mixed_features(self, x, c, self.mixing, generator)
+        return z, self.tail(z)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """(x, y) batches for a DataLoader; reads lazily held samples in the worker processes.
+
+    A read error travels back as a message (not an exception, which the
+    DataLoader would wrap in a multi-line traceback) and is raised as one line.
+    """
+
+    def __init__(self, x, y: np.ndarray):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitems__(self, indices):
+        from datamix_cli.errors import DatamixError
+
+        indices = np.asarray(indices)
+        try:
+            return torch.from_numpy(np.ascontiguousarray(self.x[indices], dtype=np.float32)), torch.from_numpy(self.y[indices]), None
+        except DatamixError as exc:
+            return None, None, exc
+
+
+def _identity(batch):
+    return batch
+
+
+def _loader(x, y: np.ndarray, batches, config: "FinetuneConfig", device: torch.device):
+    workers = config.workers
+    if workers is None:  # in-memory arrays need no workers; images are decoded in parallel
+        import os
+
+        workers = 0 if isinstance(x, np.ndarray) else min(4, max(1, (os.cpu_count() or 2) - 1))
+    return torch.utils.data.DataLoader(
+        _Batches(x, y), batch_sampler=batches, num_workers=workers, collate_fn=_identity,
+        # Pinning pays off only in a worker's background thread; in the main process it is one more copy per batch.
+        pin_memory=device.type == "cuda" and workers > 0, persistent_workers=workers > 0,
+    )
+
+
+class _EpochBatches:
+    """Index batches of one epoch at a time: a seeded permutation, or a DistributedSampler's shard."""
+
+    def __init__(self, n: int, batch: int, k: int, seed: int, world):
+        self.n, self.batch, self.k, self.seed, self.world, self.epoch = n, batch, k, seed, world, 0
+        if world.distributed:
+            self.sampler = torch.utils.data.DistributedSampler(
+                range(n), num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed, drop_last=True
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> np.ndarray:
+        if self.world.distributed:
+            self.sampler.set_epoch(self.epoch)
+            return np.fromiter(iter(self.sampler), dtype=np.int64)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+
+    def __iter__(self):
+        order = self._order()
+        usable = len(order) - len(order) % self.k
+        for start in range(0, usable, self.batch):
+            yield order[start : min(start + self.batch, usable)].tolist()
+
+    def __len__(self) -> int:
+        per_rank = self.n // self.world.size if self.world.distributed else self.n
+        return -(-(per_rank - per_rank % self.k) // self.batch)
+
+
 def finetune(
     parts,
-    teacher,
-    x: np.ndarray,
+    x,
     y: np.ndarray,
     mixing: MixingConfig,
     config: FinetuneConfig,
     on_step: Callable[[int, int, float, float], None] | None = None,
+    world=None,
 ) -> list[dict]:
-    """Train the parts in place; returns per-epoch loss and accuracy. ``on_step(step, total, loss, acc)``."""
+    """Train the parts in place; returns per-epoch loss and accuracy. ``on_step(step, total, loss, acc)``.
+
+    ``x`` is an array or lazily read samples; batches stream through a
+    DataLoader. The targets (the original parts' cloud outputs for feature
+    matching, their logits for distillation) come from a frozen copy of the
+    parts made before the first update, batch by batch, so memory does not
+    grow with the data. Under torchrun (``world``) the parts train as one
+    DistributedDataParallel module on this rank's shard.
+    """
+    import copy
+    import warnings
+
+    from datamix_cli.distributed import World, check_batches, mean_across, shared_seed
+
+    world = world or World()
     config.validate(mixing.k)
-    rng = coefficient_rng(config.seed)
+    per_rank = check_batches(world, config.batch_size, mixing.k, len(y)) if world.distributed else config.batch_size
+    seed = None if config.seed is None else config.seed + world.rank
+    rng = coefficient_rng(seed)  # this rank's C: its own stream, from OS entropy unless seeded
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     params = [p for part in (parts.head, parts.cloud, parts.tail) for p in part.parameters()]
     unique = list({id(p): p for p in params}.values())
+    device, home = torch.device(config.device), unique[0].device
+    with warnings.catch_warnings():  # deep-copying fx graphs warns about pytree internals in torch 2.13
+        warnings.simplefilter("ignore", FutureWarning)
+        frozen = copy.deepcopy(parts) if (config.distill or config.feature_match) else None
+    joint = _MixedModel(parts, mixing)
+    _to(joint, frozen, device)
+    if frozen is not None:
+        _set_train(frozen, False)
+        for p in (q for part in (frozen.head, frozen.cloud, frozen.tail) for q in part.parameters()):
+            p.requires_grad_(False)
+    model = joint
+    if world.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(joint, device_ids=[device] if device.type == "cuda" else None)
     if config.optimizer == OptimizerName.sgd:
         optimizer = torch.optim.SGD(unique, lr=config.lr, momentum=0.9, weight_decay=5e-4)
     else:
         optimizer = torch.optim.Adam(unique, lr=config.lr)
-    usable = len(y) - len(y) % mixing.k
-    steps_per_epoch = -(-usable // config.batch_size)
-    total = max(1, config.epochs * steps_per_epoch)
+    batches = _EpochBatches(len(y), per_rank, mixing.k, shared_seed(world, config.seed), world)
+    total = max(1, config.epochs * len(batches))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
-    device, home = torch.device(config.device), unique[0].device
-    xs, ys = torch.from_numpy(x), torch.from_numpy(y)
-    _to(parts, teacher, device)
-    with torch.no_grad():
-        teacher_logits = _batched(teacher, xs, device) if config.distill else None
-        # Before any update the parts are the original model: their cloud outputs are the target.
-        target = _batched(lambda b: parts.cloud(parts.head(b)), xs, device) if config.feature_match else None
-        scale = target.var().clamp_min(1e-12).to(device) if target is not None else None
+    loader = _loader(x, y, batches, config, device)
+    scale = _feature_scale(frozen, x, device) if config.feature_match else None
     history, step, first_loss = [], 0, None
     _set_train(parts, True)
     try:
         for epoch in range(config.epochs):
-            order = torch.from_numpy(rng.permutation(len(y))[:usable])
+            batches.set_epoch(epoch)
             seen, loss_sum, correct = 0, 0.0, 0
-            for start in range(0, usable, config.batch_size):
-                idx = order[start : start + config.batch_size]
+            for xb, labels, error in loader:
+                if error is not None:
+                    raise error
+                xb, labels = xb.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 # C is drawn on the CPU (the CSPRNG) and only then moved to the device.
-                c = torch.from_numpy(draw_batch(rng, mixing, len(idx) // mixing.k)).float().to(device)
-                labels = ys[idx].to(device, non_blocking=True)
+                c = torch.from_numpy(draw_batch(rng, mixing, len(labels) // mixing.k)).float().to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                    z = mixed_features(parts, xs[idx].to(device, non_blocking=True), c, mixing, generator)
-                    logits = parts.tail(z)
+                    z, logits = model(xb, c, generator)
+                    if frozen is not None:
+                        with torch.no_grad():
+                            target = frozen.cloud(frozen.head(xb))
+                            teacher_logits = frozen.tail(target) if config.distill else None
                 z, logits = z.float(), logits.float()
                 loss = F.cross_entropy(logits, labels)
-                if teacher_logits is not None:
+                if config.distill:
                     t = config.temperature
-                    soft = F.kl_div(F.log_softmax(logits / t, 1), F.softmax(teacher_logits[idx].to(device) / t, 1), reduction="batchmean")
+                    soft = F.kl_div(F.log_softmax(logits / t, 1), F.softmax(teacher_logits.float() / t, 1), reduction="batchmean")
                     loss = (1 - config.distill) * loss + config.distill * soft * t * t
-                if target is not None:
-                    loss = loss + config.feature_match * F.mse_loss(z, target[idx].to(device)) / scale
-                first_loss = _check_divergence(loss, first_loss, step, total, config.lr)
+                if config.feature_match:
+                    loss = loss + config.feature_match * F.mse_loss(z, target.float()) / scale
+                value = mean_across(world, loss.item(), device)  # every rank stops together
+                first_loss = _check_divergence(value, first_loss, step, total, config.lr)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 schedule.step()
                 step += 1
-                seen += len(idx)
-                loss_sum += loss.item() * len(idx)
+                seen += len(labels)
+                loss_sum += value * len(labels)
                 correct += (logits.argmax(1) == labels).sum().item()
                 if on_step:
                     on_step(step, total, loss_sum / seen, correct / seen)
             history.append({"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1)})
+        if config.epochs:
+            _recalibrate_batchnorm(joint, loader, rng, mixing, device, generator, config.bf16)
     finally:
         _set_train(parts, False)
-        _to(parts, teacher, home)  # back where the caller had them
+        _to(joint, None, home)  # back where the caller had them
     return history
+
+
+BN_CALIBRATION_BATCHES = 200  # at most this many batches re-estimate the BatchNorm statistics
+
+
+@torch.no_grad()
+def _recalibrate_batchnorm(joint, loader, rng, mixing: MixingConfig, device, generator, bf16: bool) -> None:
+    """Recompute every BatchNorm's running statistics with the final weights, under mixing.
+
+    During training the running statistics are a moving average over weights
+    that kept changing; with a slow momentum (torchvision's MobileNetV3 and
+    EfficientNet use 0.01) they lag far behind after a few hundred steps and
+    the eval-mode model collapses. One pass over the training batches (at most
+    ``BN_CALIBRATION_BATCHES``), in train mode, head → mix → cloud → de-mix →
+    tail with fresh C, gives each layer the exact average of what it sees in
+    production: the head clean inputs, the cloud mixtures, the tail de-mixed features.
+    """
+    norms = [m for m in joint.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average
+    joint.train()
+    try:
+        for i, (xb, labels, error) in enumerate(loader):
+            if error is not None:
+                raise error
+            if i >= BN_CALIBRATION_BATCHES:
+                break
+            c = torch.from_numpy(draw_batch(rng, mixing, len(labels) // mixing.k)).float().to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                joint(xb.to(device, non_blocking=True), c, generator)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+
+@torch.no_grad()
+def _feature_scale(frozen, x, device, n: int = 512) -> torch.Tensor:
+    """Variance of the original cloud outputs on the first ``n`` training samples: feature matching's unit."""
+    sample = torch.from_numpy(np.ascontiguousarray(x[: min(n, len(x))], dtype=np.float32)).to(device)
+    return frozen.cloud(frozen.head(sample)).float().var().clamp_min(1e-12)
 
 
 def _to(parts, teacher, device) -> None:
     for module in (parts.head, parts.cloud, parts.tail, teacher):
         if isinstance(module, torch.nn.Module):
             module.to(device)
+    if teacher is not None and not isinstance(teacher, torch.nn.Module):
+        _to(teacher, None, device)
 
 
-def _batched(fn, xs: torch.Tensor, device, batch: int = 256) -> torch.Tensor:
-    """``fn`` over ``xs`` in chunks on ``device``; the result is kept on the CPU."""
-    return torch.cat([fn(xs[i : i + batch].to(device)).float().cpu() for i in range(0, len(xs), batch)])
-
-
-def _check_divergence(loss: torch.Tensor, first_loss: float | None, step: int, total: int, lr: float) -> float:
+def _check_divergence(value: float, first_loss: float | None, step: int, total: int, lr: float) -> float:
     """Stop on a NaN/Inf or exploding loss; returns the first step's loss, the yardstick."""
-    value = loss.item()
     first_loss = value if first_loss is None else first_loss
     if not np.isfinite(value) or value > DIVERGENCE_FACTOR * max(first_loss, 1.0):
         raise TrainingDivergedError(
@@ -195,17 +350,23 @@ def on_device(parts, model, device: str):
 
 @torch.no_grad()
 def predict_mixed(
-    parts, x: np.ndarray, decoys: np.ndarray, mixing: MixingConfig, seed: int | None, groups_per_batch: int = 64, device: str = "cpu"
+    parts, x, decoys: np.ndarray, mixing: MixingConfig, seed: int | None, groups_per_batch: int = 64, device: str = "cpu"
 ) -> np.ndarray:
-    """Logits of ``x`` under the protocol: groups of k (last one padded with decoys), fresh C each."""
+    """Logits of ``x`` under the protocol: groups of k (last one padded with decoys), fresh C each.
+
+    ``x`` may be lazily read samples: it is read one chunk of groups at a time.
+    """
     rng = coefficient_rng(seed)
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    padded, n = pad_with_decoys(x, decoys, mixing.k, rng)
+    n = len(x)
+    pad = decoy_padding(n, decoys, mixing.k, rng)
     out, step = [], groups_per_batch * mixing.k
-    for start in range(0, len(padded), step):
-        chunk = torch.from_numpy(padded[start : start + step]).to(device)
+    for start in range(0, n, step):
+        chunk = np.asarray(x[start : start + step], dtype=np.float32)
+        if start + step >= n and len(pad):
+            chunk = np.concatenate([chunk, pad.astype(np.float32)])
         c = torch.from_numpy(draw_batch(rng, mixing, len(chunk) // mixing.k)).float().to(device)
-        out.append(mixed_forward(parts, chunk, c, mixing, generator).cpu().numpy())
+        out.append(mixed_forward(parts, torch.from_numpy(chunk).to(device), c, mixing, generator).cpu().numpy())
     return np.concatenate(out)[:n]
 
 

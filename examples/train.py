@@ -24,7 +24,7 @@ from examples.models import EXAMPLES  # noqa: E402
 
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float, batch: int, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
-    xs, ys = torch.from_numpy(x), torch.from_numpy(y)
+    xs, ys = torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(y))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * -(-len(ys) // batch))
     model.train()
@@ -47,7 +47,7 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    return float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+    return float((model(torch.from_numpy(np.asarray(x))).argmax(1).numpy() == y).mean())
 
 
 def main() -> None:

@@ -33,9 +33,13 @@ class TorchScriptExporter:
             raise ExportFailedError(f"TorchScript export of {path.name} failed: {exc}") from exc
 
     def load(self, path: Path, threads: int = 1):
+        import warnings
+
         import torch
 
-        return numpy_runner(torch.jit.load(str(path), map_location="cpu").eval())
+        with warnings.catch_warnings():  # torch >= 2.14 warns on every load that TorchScript is deprecated
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.*is deprecated")
+            return numpy_runner(torch.jit.load(str(path), map_location="cpu").eval())
 
 
 def numpy_runner(module):

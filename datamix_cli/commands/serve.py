@@ -37,9 +37,10 @@ def infer(
     """Edge client: head + mix here, cloud over the network, de-mix + tail here; prints predictions."""
     from datamix_cli.client import EdgeClient, OipClient
     from datamix_cli.inputs import read_inputs
+    from datamix_cli.preprocess import Preprocessing
 
     client = EdgeClient(folder, runtime)
-    x, names = read_inputs(inputs, client.input_shape)
+    x, names = read_inputs(inputs, client.input_shape, Preprocessing.from_manifest(client.manifest.model))
     oip = OipClient(server, token)
     try:
         result = client.run(oip, x)

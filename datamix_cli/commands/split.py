@@ -36,7 +36,15 @@ def split(
     feature_match: float = typer.Option(1.0, "--feature-match", help="Weight of matching de-mixed cloud outputs to the original model's (0 = off)."),
     seed: int = typer.Option(None, "--seed", help="Seed training (batch order, C) for reproducible runs; default: OS entropy."),
     eval_seed: int = typer.Option(0, "--eval-seed", help="Seed of the C used to evaluate accuracy and verify artifacts."),
-    holdout: float = typer.Option(0.2, "--holdout", help="Share of the data held out for evaluation."),
+    holdout: float = typer.Option(0.2, "--holdout", help="Share of the data held out for evaluation (unless --eval-data)."),
+    eval_data: str = typer.Option(None, "--eval-data", help="A separate evaluation set (same forms as --data); all of --data is then fine-tuned on."),
+    preprocess: str = typer.Option("none", "--preprocess", help="Preprocessing preset: none (built-in data, already at size) or imagenet (resize 256/224, centre crop, ImageNet mean/std)."),
+    resize: int = typer.Option(None, "--resize", help="Resize the shorter image side to this many pixels, then centre-crop to the input size."),
+    mean: str = typer.Option(None, "--mean", help="Per-channel mean, comma-separated (applied inside the head)."),
+    std: str = typer.Option(None, "--std", help="Per-channel std, comma-separated (applied inside the head)."),
+    channel_order: str = typer.Option(None, "--channel-order", help="Channel order the model expects: rgb (default) or bgr; images are read as RGB."),
+    skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Leave out unreadable or truncated images (decodes each once up front) and count them."),
+    workers: int = typer.Option(None, "--workers", help="DataLoader worker processes (default: 0 for arrays in memory, up to 4 for image folders)."),
     formats: str = typer.Option("onnx,tflite", "--formats", help="Edge formats, comma-separated."),
     cloud_formats: str = typer.Option("torchscript,pt2", "--cloud-formats", help="Cloud formats: torchscript (required), pt2, aoti (AOTInductor, compiled for this machine)."),
     atol: float = typer.Option(None, "--atol", help="Max abs error accepted against PyTorch (default: per format, 1e-4 for fp32)."),
@@ -64,8 +72,15 @@ def split(
         tail_cut=tail_cut,
         mixing=MixingConfig(k=k, alpha=alpha, kappa_max=kappa_max, shuffle=shuffle, noise_sigma=noise, distribution=mixing),
         training=FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, distill=distill, feature_match=feature_match, seed=seed,
-                                device=resolve_device(device), bf16=bf16),
+                                device=resolve_device(device), bf16=bf16, workers=workers),
         holdout=holdout,
+        eval_data=eval_data,
+        preprocess=preprocess,
+        resize=resize,
+        mean=mean,
+        std=std,
+        channel_order=channel_order,
+        skip_bad_images=skip_bad_images,
         eval_seed=eval_seed,
         formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
         cloud_formats=tuple(f.strip() for f in cloud_formats.split(",") if f.strip()),
@@ -76,6 +91,8 @@ def split(
     )
     if as_json:
         result = run_split(config, report=lambda message: typer.echo(message, err=True) if message.startswith("warning:") else None)
+        if result is None:  # a torchrun rank other than 0: rank 0 reports
+            return
         typer.echo(json.dumps(json.loads(result.manifest.to_json()), indent=2))
         return
     _run_with_progress(config, run_split)
@@ -109,7 +126,8 @@ def _run_with_progress(config, run_split) -> None:
         result = run_split(config, on_step=on_step, report=console.print)
     finally:
         progress.stop()
-    _print_summary(result)
+    if result is not None:  # None on torchrun ranks other than 0
+        _print_summary(result)
 
 
 def _print_summary(result) -> None:
