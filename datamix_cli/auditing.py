@@ -9,6 +9,7 @@ samples audited here.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +17,17 @@ import numpy as np
 
 from datamix_cli.errors import ConfigError
 
-ATTACKS = ("ica", "inversion", "label")
+ATTACKS = ("separation", "inversion", "adaptive", "label")
 # Verdict thresholds, all on advantages over chance baselines scored on the same samples (docs/audit.md).
 SSIM_ADVANTAGE_LEAK, SSIM_ADVANTAGE_WORRY = 0.10, 0.05  # mean SSIM above the best uninformed guess
 PSNR_ADVANTAGE_LEAK = 2.0  # dB above the best uninformed guess
-LABEL_P_VALUE = 0.01  # one-sided binomial test of label accuracy against the majority-class rate
-ICA_MARGIN = 0.05  # ICA must beat a single mixture's |corr| by this much to count as separation
+P_VALUE = 0.01  # one-sided binomial tests: label accuracy against the majority-class rate, re-identification against 1/N
+SEPARATION_MARGIN = 0.05  # separation must beat a single mixture's |corr| by this much to count
+NOISE_FLOORS = (1.0, 3.0)  # candidate noise floors of non-negative separation, in units of σ·√k
+# Reconstructions of what DataMix sends, each decided on its own: (report section, view) -> what the report calls it.
+RECONSTRUCTIONS = {("inversion", "mixtures"): "decoder on raw mixtures", ("inversion", "separated"): "decoder on separated features",
+                   ("adaptive", None): "adaptive decoder on raw mixtures"}
+LABELS = {"mixtures": "raw mixtures", "separated": "separated features"}
 CAVEAT = (
     "An empirical audit, not a guarantee: instance encodings such as DataMix cannot give indistinguishability "
     "(Carlini et al., 'Is Private Learning Possible with Instance Encoding?'); stronger attacks may recover more."
@@ -44,11 +50,14 @@ def _summary(values) -> dict:
     return {"mean": float(values.mean()) if values.size else None, "max": float(values.max()) if values.size else None}
 
 
+MAX_PUBLIC_SAMPLES = 20000  # the attacker's public data is read into memory; a huge folder is capped
+
+
 class _Scene:
     """The audited samples, what the cloud saw, and the truth to score attacks against."""
 
     def __init__(self, config: AuditConfig):
-        from datamix_cli.data import load_dataset
+        from datamix_cli.data import split_datasets
         from datamix_cli.manifest import load_manifest
         from datamix_cli.mixing import MixingConfig, coefficient_rng, draw_coefficients
         from exporters import get_exporter
@@ -61,16 +70,16 @@ class _Scene:
         eye = np.eye(self.k, dtype=np.float32)
         self.features = lambda x: np.concatenate([head(x[i : i + self.k], eye) for i in range(0, len(x), self.k)])
         shape = tuple(self.manifest.model["input_shape"][1:])
-        dataset = load_dataset(config.data or self.manifest.accuracy["dataset"], shape)
-        training = self.manifest.training
-        public, private = dataset.split(training.get("holdout", 0.2), training.get("data_seed", 0))
-        n_pub = len(public.y) - len(public.y) % self.k
+        # The split's own data, preprocessing and holdout (or its --eval-data set); --data replaces the data set.
+        public, private = split_datasets(self.manifest, shape, config.data)
+        n_pub = min(len(public.y), MAX_PUBLIC_SAMPLES)
+        n_pub -= n_pub % self.k
         n_priv = min(config.samples, len(private.y))
         n_priv -= n_priv % self.k
         if n_priv < self.k:
             raise ConfigError(f"need at least k={self.k} held-out samples to audit, have {len(private.y)}")
-        self.x_pub, self.y_pub = public.x[:n_pub], public.y[:n_pub]
-        self.x, self.y = private.x[:n_priv], private.y[:n_priv]
+        self.x_pub, self.y_pub = np.asarray(public.x[:n_pub]), public.y[:n_pub]
+        self.x, self.y = np.asarray(private.x[:n_priv]), private.y[:n_priv]
         self.classes = len(self.manifest.model["class_labels"])
         self.h_pub, self.h = self.features(self.x_pub), self.features(self.x)
         rng = coefficient_rng(config.seed)
@@ -80,16 +89,32 @@ class _Scene:
         self.rng = rng
 
     def _mix(self, h, cs, rng):
+        """Mixtures of ``h`` grouped by ``cs``, in float32 as the edge's head artifact mixes. (The adaptive attacker
+        re-mixes all public features every epoch: 0.04 s in float32 against 1.1 s in float64 on the ResNet example.)"""
         from datamix_cli.mixing import mix
 
-        groups = h.reshape(len(cs), self.k, *h.shape[1:]).astype(np.float64)
-        m = mix(cs, groups).reshape(h.shape)
+        groups = h.reshape(len(cs), self.k, *h.shape[1:]).astype(np.float32, copy=False)
+        m = mix(cs.astype(np.float32), groups).reshape(h.shape)
         if self.mixing.noise_sigma:
-            m = m + self.mixing.noise_sigma * rng.standard_normal(m.shape)
-        return m.astype(np.float32)
+            m += np.float32(self.mixing.noise_sigma) * rng.standard_normal(m.shape, dtype=np.float32)
+        return m
 
     def dominant(self) -> np.ndarray:
         return dominant_sources(self.cs)
+
+    def simulate_public(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Public samples in fresh random groups, mixed exactly as the protocol mixes: (mixtures, order, cs), the
+        mixtures of ``h_pub[order]`` grouped by k and mixed by ``cs``."""
+        from datamix_cli.mixing import draw_batch
+
+        order = rng.permutation(len(self.h_pub))
+        cs = draw_batch(rng, self.mixing, len(order) // self.k)
+        return self._mix(self.h_pub[order], cs, rng), order, cs
+
+    def simulate_public_dominant(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Simulated public mixtures and, for each, the index of its dominant public sample."""
+        mixtures, order, cs = self.simulate_public(rng)
+        return mixtures, order[dominant_sources(cs)]
 
 
 def dominant_sources(cs: np.ndarray) -> np.ndarray:
@@ -98,48 +123,94 @@ def dominant_sources(cs: np.ndarray) -> np.ndarray:
     return (np.arange(groups)[:, None] * k + np.abs(cs).argmax(axis=2)).ravel()
 
 
-def attack_ica(scene: _Scene, seed: int) -> tuple[dict, np.ndarray]:
-    """Blind source separation per (apparent) group; returns metrics and aligned recovered features."""
-    from datamix_cli.attacks import abs_correlation, align_scale, amari_index, ica_unmix, match_sources
+def attack_separation(scene: _Scene, seed: int) -> tuple[dict, np.ndarray]:
+    """Blind source separation per (apparent) group; returns metrics and the recovered features, paired with their samples.
 
-    k, flat_h = scene.k, scene.h.reshape(len(scene.h), -1).astype(np.float64)
-    # With Dirichlet rows (summing to one) m - mu = C(h - mu): removing the public mean feature map keeps the
-    # mixing intact and strips the structure all samples share, which would break ICA's independence
-    # assumption. For an orthogonal C this is only approximate; FastICA centres each mixture itself anyway.
+    Non-negative (successive projections, scale from the protocol) when the public features are non-negative,
+    as after a ReLU; FastICA otherwise. Metrics compare features after removing the public mean feature map,
+    the structure every sample shares.
+    """
+    from datamix_cli.attacks import abs_correlation, amari_index, ica_unmix, is_nonnegative, separable_unmix
+
+    k, n = scene.k, len(scene.h)
+    nonnegative = is_nonnegative(scene.h_pub)
+    # With Dirichlet rows (summing to one) m - mu = C(h - mu): removing the public mean keeps the mixing intact
+    # and strips what all samples share, which would break ICA's independence assumption. (For an orthogonal C
+    # this is only approximate; FastICA centres each mixture itself anyway.) Non-negative separation needs the
+    # raw mixtures: their zeros are what identifies C.
     mu = scene.h_pub.reshape(len(scene.h_pub), -1).mean(axis=0)
-    sent = scene.mixtures[scene.sent_order].reshape(len(scene.h), -1).astype(np.float64) - mu
-    amari, matched, components = [], [], []
-    for g in range(len(scene.h) // k):
-        rows = slice(g * k, (g + 1) * k)
-        w, recovered = ica_unmix(sent[rows], seed)
+    sent = scene.mixtures[scene.sent_order].reshape(n, -1).astype(np.float64)
+    floor = noise_floor(scene, mu, seed) if nonnegative else None
+    amari, components = [], []
+    for g in range(n // k):
+        rows = sent[g * k : (g + 1) * k]
+        if nonnegative:
+            w, recovered = separable_unmix(rows, scene.mixing.distribution == "dirichlet", scene.mixing.noise_sigma, floor)
+        else:
+            w, recovered = ica_unmix(rows - mu, seed)
+            recovered = recovered + mu  # back in feature space; sign and scale are fixed against the truth below
         components.append(recovered)
         if not scene.mixing.shuffle:
             amari.append(amari_index(w, scene.cs[g]))
-    pool = np.concatenate(components)
-    recovered_features = np.empty_like(flat_h)
-    for g in range(len(scene.h) // k):
-        truth = flat_h[g * k : (g + 1) * k] - mu
-        if scene.mixing.shuffle:  # the grouping is unknown: best component anywhere
-            corr = abs_correlation(pool, truth)
-            picks, best = corr.argmax(axis=0), corr.max(axis=0)
-            chosen = pool[picks]
-        else:
-            order, best = match_sources(components[g], truth)
-            chosen = components[g][order]
-        matched += list(best)
-        for j in range(k):
-            recovered_features[g * k + j] = align_scale(chosen[j], truth[j]) + mu
-    mixture_corr = abs_correlation(scene.mixtures.reshape(len(scene.h), -1).astype(np.float64) - mu, flat_h - mu)
-    single = [mixture_corr[i, (i // k) * k : (i // k + 1) * k].max() for i in range(len(scene.h))]
-    unrelated = mixture_corr_unrelated(flat_h - mu, k)
+    matched, recovered_features = pair_components(scene, components, mu, align=not nonnegative)
+    flat_h = scene.h.reshape(n, -1).astype(np.float64) - mu
+    mixture_corr = abs_correlation(scene.mixtures.reshape(n, -1).astype(np.float64) - mu, flat_h)
+    single = [mixture_corr[i, (i // k) * k : (i // k + 1) * k].max() for i in range(n)]
     metrics = {
+        "method": "non-negative (successive projections)" if nonnegative else "FastICA",
+        "negative_share": float(np.mean(scene.h_pub < 0)),
+        "noise_floor": floor,
+        "truth_used_for": "pairing components with samples" if nonnegative else "pairing, sign, scale and offset (an upper bound)",
         "amari_index": _summary(amari) if amari else None,
         "matched_abs_corr": _summary(matched),
         "single_mixture_abs_corr": _summary(single),
-        "chance_abs_corr": _summary(unrelated),
+        "chance_abs_corr": _summary(mixture_corr_unrelated(flat_h, k)),
         "grouping_known": not scene.mixing.shuffle,
     }
     return metrics, recovered_features.reshape(scene.h.shape).astype(np.float32)
+
+
+def noise_floor(scene: _Scene, mu: np.ndarray, seed: int, groups: int = 16) -> float:
+    """The noise floor of non-negative separation (in units of σ·√k) that recovers simulated public groups best,
+    as an attacker who knows the protocol's σ would pick it. Without noise there is nothing to pick."""
+    from datamix_cli.attacks import match_sources, separable_unmix
+    from datamix_cli.mixing import coefficient_rng
+
+    if not scene.mixing.noise_sigma:
+        return 1.0
+    mixtures, order, _ = scene.simulate_public(coefficient_rng(seed + 3))
+    k, dirichlet = scene.k, scene.mixing.distribution == "dirichlet"
+    flat, truth = mixtures.reshape(len(mixtures), -1), scene.h_pub[order].reshape(len(order), -1) - mu
+    rows = [slice(g * k, (g + 1) * k) for g in range(min(groups, len(order) // k))]
+
+    def recovery(floor):
+        recovered = [separable_unmix(flat[r], dirichlet, scene.mixing.noise_sigma, floor)[1] - mu for r in rows]
+        return np.mean([match_sources(rec, truth[r])[1].mean() for rec, r in zip(recovered, rows)])
+
+    return max(NOISE_FLOORS, key=recovery)
+
+
+def pair_components(scene: _Scene, components: list, mu: np.ndarray, align: bool) -> tuple[list, np.ndarray]:
+    """Pair each sample with a recovered component (Hungarian matching in its group, or the best anywhere when the
+    grouping is unknown); ``align`` also fits sign, scale and offset to the truth (ICA leaves them undetermined)."""
+    from datamix_cli.attacks import abs_correlation, align_scale, match_sources
+
+    k, n = scene.k, len(scene.h)
+    flat_h = scene.h.reshape(n, -1).astype(np.float64)
+    pool = np.concatenate(components)
+    matched, paired = [], np.empty_like(flat_h)
+    for g in range(n // k):
+        truth = flat_h[g * k : (g + 1) * k]
+        if scene.mixing.shuffle:
+            corr = abs_correlation(pool - mu, truth - mu)
+            best, chosen = corr.max(axis=0), pool[corr.argmax(axis=0)]
+        else:
+            order, best = match_sources(components[g] - mu, truth - mu)
+            chosen = components[g][order]
+        matched += list(best)
+        for j in range(k):
+            paired[g * k + j] = align_scale(chosen[j] - mu, truth[j] - mu) + mu if align else chosen[j]
+    return matched, paired
 
 
 def mixture_corr_unrelated(flat_h: np.ndarray, k: int) -> list[float]:
@@ -151,21 +222,36 @@ def mixture_corr_unrelated(flat_h: np.ndarray, k: int) -> list[float]:
     return [float(abs_correlation(flat_h[i : i + 1], flat_h[partner[i] : partner[i] + 1])[0, 0]) for i in range(n)]
 
 
-def attack_inversion(scene: _Scene, ica_features, epochs: int, seed: int) -> tuple[dict, dict]:
-    """Decoder from features to inputs, trained on public data; each view scored next to chance baselines."""
+def attack_inversion(scene: _Scene, separated, epochs: int, seed: int) -> tuple[dict, dict]:
+    """Decoder from features to inputs, trained on unmixed public pairs; each view scored next to chance baselines."""
     from datamix_cli.attacks import train_decoder
 
     invert = train_decoder(scene.h_pub, scene.x_pub, epochs=epochs, seed=seed)
-    views = {"unmixed_baseline": (invert(scene.h), scene.x)}
-    views["mixtures"] = (invert(scene.mixtures), scene.x[scene.dominant()])
-    if ica_features is not None:
-        views["ica_recovered"] = (invert(ica_features), scene.x)
+    everyone = np.arange(len(scene.x))
+    views = {"unmixed_baseline": (invert(scene.h), everyone), "mixtures": (invert(scene.mixtures), scene.dominant())}
+    if separated is not None:
+        views["separated"] = (invert(separated), everyone)
     guesses = chance_guesses(scene.x_pub, len(scene.x), np.random.default_rng(seed))
-    results, reconstructions = {}, {}
-    for name, (recon, truth) in views.items():
-        results[name] = scored(recon, truth, guesses)
-        reconstructions[name] = recon
-    return results, reconstructions
+    results = {name: scored(recon, scene.x, targets, guesses) for name, (recon, targets) in views.items()}
+    return results, {name: recon for name, (recon, _) in views.items()}
+
+
+def attack_adaptive(scene: _Scene, epochs: int, seed: int) -> tuple[dict, np.ndarray]:
+    """The same decoder trained on what the cloud sees: public groups mixed as the protocol mixes (fresh C, fresh
+    groups every epoch), each mixture's target its dominant input; applied to the audited mixtures."""
+    from datamix_cli.attacks import train_decoder
+    from datamix_cli.mixing import coefficient_rng
+
+    rng = coefficient_rng(seed + 1)  # the attacker's own draws, independent of the audited C
+
+    def pairs(_epoch=0):
+        mixtures, dominant = scene.simulate_public_dominant(rng)
+        return mixtures, scene.x_pub[dominant]
+
+    invert = train_decoder(*pairs(), epochs=epochs, seed=seed, resample=pairs)
+    recon = invert(scene.mixtures)
+    guesses = chance_guesses(scene.x_pub, len(scene.x), np.random.default_rng(seed))
+    return {**scored(recon, scene.x, scene.dominant(), guesses), "target": "each mixture's dominant input"}, recon
 
 
 def chance_guesses(public: np.ndarray, n: int, rng: np.random.Generator) -> dict:
@@ -176,16 +262,19 @@ def chance_guesses(public: np.ndarray, n: int, rng: np.random.Generator) -> dict
     }
 
 
-def scored(recon: np.ndarray, truth: np.ndarray, guesses: dict) -> dict:
-    """SSIM / PSNR of reconstructions, of each chance guess, and the advantage over the best guess."""
-    from datamix_cli.attacks import image_metrics
+def scored(recon: np.ndarray, images: np.ndarray, targets: np.ndarray, guesses: dict) -> dict:
+    """SSIM / PSNR of reconstructions against ``images[targets]``, of each chance guess, the advantage over the best
+    guess, and re-identification: how often the nearest audited image is the target (chance 1/N)."""
+    from datamix_cli.attacks import image_metrics, reidentification
 
-    def both(images):
-        scores = [image_metrics(r, t) for r, t in zip(images, truth)]
+    truth = images[targets]
+
+    def both(candidates):
+        scores = [image_metrics(r, t) for r, t in zip(candidates, truth)]
         return _summary([s for s, _ in scores]), _summary([p for _, p in scores])
 
     ssim, psnr = both(recon)
-    chance = {name: dict(zip(("ssim", "psnr_db"), both(images))) for name, images in guesses.items()}
+    chance = {name: dict(zip(("ssim", "psnr_db"), both(candidates))) for name, candidates in guesses.items()}
     best_ssim = max((c["ssim"]["mean"] for c in chance.values() if c["ssim"]["mean"] is not None), default=None)
     best_psnr = max(c["psnr_db"]["mean"] for c in chance.values())
     return {
@@ -194,59 +283,96 @@ def scored(recon: np.ndarray, truth: np.ndarray, guesses: dict) -> dict:
         "chance": chance,
         "ssim_advantage": None if ssim["mean"] is None or best_ssim is None else ssim["mean"] - best_ssim,
         "psnr_advantage_db": psnr["mean"] - best_psnr,
+        "reidentification": {"accuracy": reidentification(recon, images, targets), "chance": 1.0 / len(images)},
     }
 
 
-def attack_label(scene: _Scene, ica_features, seed: int) -> dict:
+def attack_label(scene: _Scene, separated, seed: int) -> dict:
     from datamix_cli.attacks import train_label_classifier
-    from datamix_cli.mixing import draw_coefficients
+    from datamix_cli.mixing import coefficient_rng
 
     clean = train_label_classifier(scene.h_pub, scene.y_pub, seed)
-    public_cs = np.stack([draw_coefficients(scene.rng, scene.mixing) for _ in range(len(scene.h_pub) // scene.k)])
-    public_mixtures = scene._mix(scene.h_pub, public_cs, scene.rng)
-    on_mixtures = train_label_classifier(public_mixtures, scene.y_pub[dominant_sources(public_cs)], seed)
+    public_mixtures, dominant = scene.simulate_public_dominant(coefficient_rng(seed + 2))
+    on_mixtures = train_label_classifier(public_mixtures, scene.y_pub[dominant], seed)
     counts = np.bincount(scene.y, minlength=scene.classes)
     results = {
         "chance": float(counts.max() / counts.sum()),
         "unmixed_baseline": float((clean(scene.h) == scene.y).mean()),
         "mixtures": float((on_mixtures(scene.mixtures) == scene.y[scene.dominant()]).mean()),
     }
-    if ica_features is not None:
-        results["ica_recovered"] = float((clean(ica_features) == scene.y).mean())
+    if separated is not None:
+        results["separated"] = float((clean(separated) == scene.y).mean())
     return results
 
 
-def label_p_value(accuracy: float, n: int, chance: float) -> float:
-    """One-sided binomial p-value of ``accuracy`` on ``n`` samples if the attacker only guessed at rate ``chance``."""
+def binomial_p_value(rate: float, n: int, chance: float) -> float:
+    """One-sided binomial p-value of a success ``rate`` on ``n`` trials if the attacker only guessed at rate ``chance``."""
     from scipy.stats import binomtest
 
-    return float(binomtest(int(round(accuracy * n)), n, min(max(chance, 1e-9), 1 - 1e-9), alternative="greater").pvalue)
+    return float(binomtest(int(round(rate * n)), n, min(max(chance, 1e-9), 1 - 1e-9), alternative="greater").pvalue)
+
+
+def reconstruction_views(report: dict) -> dict:
+    """The scored reconstructions of what DataMix sends that ``report`` holds, by what the report calls them."""
+    views = {}
+    for (section, view), name in RECONSTRUCTIONS.items():
+        node = report.get(section) or {}
+        node = node.get(view) if view is not None else node
+        if node:
+            views[name] = node
+    return views
+
+
+def best_attacks(report: dict) -> dict:
+    """Per metric, the strongest attack on what DataMix sends, next to its chance baseline."""
+    best = {}
+    views = reconstruction_views(report)
+    for metric, advantage in (("ssim", "ssim_advantage"), ("psnr_db", "psnr_advantage_db")):
+        scored_views = [(name, r) for name, r in views.items() if r[metric]["mean"] is not None]
+        if scored_views:
+            name, r = max(scored_views, key=lambda item: item[1][metric]["mean"])
+            best[metric] = {"attack": name, "mean": r[metric]["mean"], "chance": r[metric]["mean"] - r[advantage], "advantage": r[advantage]}
+    if views:
+        name, r = max(views.items(), key=lambda item: item[1]["reidentification"]["accuracy"])
+        best["reidentification"] = {"attack": name, **r["reidentification"]}
+    label = report.get("label")
+    if label and any(view in label for view in LABELS):
+        view = max((v for v in LABELS if v in label), key=lambda v: label[v])
+        best["label_accuracy"] = {"attack": f"classifier on {LABELS[view]}", "mean": label[view], "chance": label["chance"]}
+    separation = report.get("separation")
+    if separation:
+        best["feature_abs_corr"] = {
+            "attack": f"{separation['method']} separation",
+            "mean": separation["matched_abs_corr"]["mean"],
+            "single_mixture": separation["single_mixture_abs_corr"]["mean"],
+            "chance": separation["chance_abs_corr"]["mean"],
+        }
+    return best
 
 
 def verdict(report: dict) -> dict:
-    """Leak when an attack on what DataMix sends beats chance on the same samples (never the unmixed baseline)."""
+    """Leak when any attack on what DataMix sends beats chance on the same samples (never the unmixed baseline)."""
     reasons, worries = [], []
-    inversion = report.get("inversion") or {}
-    for view in ("mixtures", "ica_recovered"):
-        if view not in inversion:
-            continue
-        r = inversion[view]
+    n = report.get("samples", 0)
+    for name, r in reconstruction_views(report).items():
         ssim_adv, psnr_adv = r["ssim_advantage"], r["psnr_advantage_db"]
         if (ssim_adv is not None and ssim_adv >= SSIM_ADVANTAGE_LEAK) or psnr_adv >= PSNR_ADVANTAGE_LEAK:
             shown = "n/a" if ssim_adv is None else f"{ssim_adv:+.2f}"
-            reasons.append(f"reconstructions from {view} beat chance (SSIM advantage {shown}, PSNR advantage {psnr_adv:+.1f} dB)")
+            reasons.append(f"{name} beats chance (SSIM advantage {shown}, PSNR advantage {psnr_adv:+.1f} dB)")
         elif ssim_adv is not None and ssim_adv >= SSIM_ADVANTAGE_WORRY:
-            worries.append(f"{view} reconstructions slightly above chance (SSIM advantage {ssim_adv:+.2f})")
+            worries.append(f"{name} slightly above chance (SSIM advantage {ssim_adv:+.2f})")
+        reid = r.get("reidentification")
+        if reid and n and binomial_p_value(reid["accuracy"], n, reid["chance"]) < P_VALUE:
+            reasons.append(f"{name} re-identifies {reid['accuracy']:.0%} of the audited inputs (chance {reid['chance']:.0%}, p < {P_VALUE:g})")
     label = report.get("label") or {}
-    n = report.get("samples", 0)
-    for view in ("mixtures", "ica_recovered"):
-        if view in label and n and label_p_value(label[view], n, label["chance"]) < LABEL_P_VALUE:
-            reasons.append(f"labels inferred from {view} at {label[view]:.0%} (chance {label['chance']:.0%}, p < {LABEL_P_VALUE:g})")
-    ica = report.get("ica")
-    if ica and ica["matched_abs_corr"]["mean"] > ica["single_mixture_abs_corr"]["mean"] + ICA_MARGIN:
+    for view, text in LABELS.items():
+        if view in label and n and binomial_p_value(label[view], n, label["chance"]) < P_VALUE:
+            reasons.append(f"labels inferred from {text} at {label[view]:.0%} (chance {label['chance']:.0%}, p < {P_VALUE:g})")
+    separation = report.get("separation")
+    if separation and separation["matched_abs_corr"]["mean"] > separation["single_mixture_abs_corr"]["mean"] + SEPARATION_MARGIN:
         reasons.append(
-            f"ICA recovers features better than a single mixture gives (|corr| {ica['matched_abs_corr']['mean']:.2f} "
-            f"vs {ica['single_mixture_abs_corr']['mean']:.2f})"
+            f"{separation['method']} separation recovers features better than a single mixture gives "
+            f"(|corr| {separation['matched_abs_corr']['mean']:.2f} vs {separation['single_mixture_abs_corr']['mean']:.2f})"
         )
     missing = [a for a in ATTACKS if a not in report]
     if reasons:
@@ -261,7 +387,12 @@ def verdict(report: dict) -> dict:
 
 def run_audit(config: AuditConfig) -> dict:
     check_config(config)
-    return audit_scene(build_scene(config), config)
+    start = time.perf_counter()
+    scene = build_scene(config)
+    scene_s = time.perf_counter() - start
+    report = audit_scene(scene, config)
+    report["timing_s"] = {"scene": scene_s, **report["timing_s"], "total": time.perf_counter() - start}
+    return report
 
 
 def check_config(config: AuditConfig) -> None:
@@ -287,17 +418,28 @@ def audit_scene(scene: _Scene, config: AuditConfig) -> dict:
         "split": {"head_cut": scene.manifest.split["head_cut"], "edge_fraction": scene.manifest.flops["edge_fraction"]},
         "seed": config.seed,
     }
-    ica_features, reconstructions = None, {}
-    if "ica" in config.attacks:
-        report["ica"], ica_features = attack_ica(scene, config.seed)
+    timing, separated, reconstructions = {}, None, {}
+
+    def timed(name, attack, *args):
+        start = time.perf_counter()
+        result = attack(*args)
+        timing[name] = time.perf_counter() - start
+        return result
+
+    if "separation" in config.attacks:
+        report["separation"], separated = timed("separation", attack_separation, scene, config.seed)
     if "inversion" in config.attacks:
-        report["inversion"], reconstructions = attack_inversion(scene, ica_features, config.decoder_epochs, config.seed)
+        report["inversion"], reconstructions = timed("inversion", attack_inversion, scene, separated, config.decoder_epochs, config.seed)
+    if "adaptive" in config.attacks:
+        report["adaptive"], reconstructions["adaptive"] = timed("adaptive", attack_adaptive, scene, config.decoder_epochs, config.seed)
     if "label" in config.attacks:
-        report["label"] = attack_label(scene, ica_features, config.seed)
+        report["label"] = timed("label", attack_label, scene, separated, config.seed)
+    report["best"] = best_attacks(report)
     report["verdict"] = verdict(report)
+    report["timing_s"] = timing
     report["caveat"] = CAVEAT
     if config.report is not None:
-        plot_grid(scene, ica_features, reconstructions, config.report)
+        plot_grid(scene, separated, reconstructions, config.report)
     return report
 
 
@@ -310,8 +452,8 @@ def _show(array: np.ndarray) -> np.ndarray:
     return (image - lo) / (hi - lo + 1e-12)
 
 
-def plot_grid(scene: _Scene, ica_features, reconstructions: dict, path: Path, rows: int = 6) -> None:
-    """original | what the cloud receives | ICA-separated | best reconstruction, for a few samples."""
+def plot_grid(scene: _Scene, separated, reconstructions: dict, path: Path, rows: int = 6) -> None:
+    """original | what the cloud receives | separated feature | best reconstruction, for a few samples."""
     from datamix_cli.errors import require
     from datamix_cli.output import save_figure
 
@@ -325,14 +467,15 @@ def plot_grid(scene: _Scene, ica_features, reconstructions: dict, path: Path, ro
 
     rows = min(rows, len(scene.x))
     fig, axes = plt.subplots(rows, 4, figsize=(8, 2 * rows), squeeze=False)
-    titles = ("original", "cloud receives (mixture)", "ICA-separated feature", "best reconstruction")
+    titles = ("original", "cloud receives (mixture)", "separated feature", "best reconstruction")
     k = scene.k
     for i in range(rows):
-        cells = [scene.x[i], scene.mixtures[scene.sent_order[i]], ica_features[i] if ica_features is not None else None]
-        # Sample i's own ICA reconstruction, or the reconstruction of any mixture of its group.
-        candidates = [reconstructions["ica_recovered"][i]] if "ica_recovered" in reconstructions else []
-        if "mixtures" in reconstructions:
-            candidates += list(reconstructions["mixtures"][(i // k) * k : (i // k + 1) * k])
+        cells = [scene.x[i], scene.mixtures[scene.sent_order[i]], separated[i] if separated is not None else None]
+        # Sample i's own separated reconstruction, or the reconstruction of any mixture of its group.
+        candidates = [reconstructions["separated"][i]] if "separated" in reconstructions else []
+        for view in ("mixtures", "adaptive"):
+            if view in reconstructions:
+                candidates += list(reconstructions[view][(i // k) * k : (i // k + 1) * k])
         best = max(candidates, key=lambda rec: image_metrics(rec, scene.x[i])[0], default=None)
         cells.append(best)
         for j, cell in enumerate(cells):

@@ -134,7 +134,7 @@ def test_no_c_anywhere_after_split_serve_local_infer_and_audit_with_shuffle_and_
     result = runner.invoke(app, ["audit", str(out), "--samples", "32", "--decoder-epochs", "2", "--report", str(tmp_path / "audit.png"), "--json"])
     assert result.exit_code == 0, result.output
     outputs.append(result.output.encode())
-    assert json.loads(result.output)["ica"]["grouping_known"] is False  # shuffling hides the groups from the audit's cloud
+    assert json.loads(result.output)["separation"]["grouping_known"] is False  # shuffling hides the groups from the audit's cloud
 
     assert len(recorded) > 100  # training, serve-local, infer and audit all drew through the spy
     scanner = SecretScanner([m for c in recorded for m in (c, np.linalg.inv(c))])
