@@ -133,7 +133,7 @@ def train_mobilenet(folder: Path, weights: Path, epochs: int = 40, device: str =
     train, held = load_dataset(str(folder), (3, 224, 224), spec).split(0.2, 0)
     x, xh = np.asarray(train.x), np.asarray(held.x)
     torch.manual_seed(0)
-    norm = torch.nn.Sequential(spec.normaliser(3, 4), torchvision.models.mobilenet_v3_large(num_classes=10)).to(device)
+    norm = torch.nn.Sequential(spec.normaliser((3, 224, 224)), torchvision.models.mobilenet_v3_large(num_classes=10)).to(device)
     opt = torch.optim.AdamW(norm.parameters(), 1e-3)
     acc = 0.0
     for epoch in range(epochs):

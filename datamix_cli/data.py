@@ -186,7 +186,7 @@ def load_dataset(spec: str, sample_shape: tuple[int, ...] | None = None, preproc
         else:
             raise DatasetError(f"dataset {spec!r}: expected an .npz file or a folder of class sub-folders")
     if sample_shape is None:
-        x = raw
+        x = raw if isinstance(raw, np.memmap) else raw.astype(np.float32)
     elif isinstance(raw, np.memmap):
         if tuple(raw.shape[1:]) == tuple(sample_shape) and raw.dtype == np.float32 and not preprocessing.resize:
             x = raw  # used in place: nothing to fit
@@ -194,9 +194,7 @@ def load_dataset(spec: str, sample_shape: tuple[int, ...] | None = None, preproc
             x = _FittedArray(raw, tuple(sample_shape), preprocessing, spec)
             x[:1]  # fail now, in one line, if the arrays cannot fit the model
     else:
-        x = preprocessing.fit(raw, tuple(sample_shape), spec).astype(np.float32)
-    if isinstance(x, np.ndarray) and not isinstance(x, np.memmap):
-        x = x.astype(np.float32, copy=False)
+        x = preprocessing.fit(raw, tuple(sample_shape), spec).astype(np.float32, copy=False)
     return Dataset(spec, x, y.astype(np.int64), classes, skipped)
 
 
@@ -354,12 +352,10 @@ def split_datasets(manifest, sample_shape: tuple[int, ...], data: str | None = N
     """
     from datamix_cli.preprocess import Preprocessing
 
-    preprocessing = Preprocessing.from_manifest(manifest.model)
     training = manifest.training
+    preprocessing = Preprocessing.from_manifest(manifest.model)
+    skip = bool(training.get("skipped_images"))  # the split left unreadable images out: so do we
     if data is None and training.get("eval_data"):
-        return (
-            load_dataset(training["data"], sample_shape, preprocessing, skip_bad_images=bool(training.get("skipped_images"))),
-            load_dataset(training["eval_data"], sample_shape, preprocessing, skip_bad_images=bool(training.get("skipped_images"))),
-        )
-    dataset = load_dataset(data or manifest.accuracy["dataset"], sample_shape, preprocessing, skip_bad_images=bool(training.get("skipped_images")))
+        return tuple(load_dataset(spec, sample_shape, preprocessing, skip) for spec in (training["data"], training["eval_data"]))
+    dataset = load_dataset(data or manifest.accuracy["dataset"], sample_shape, preprocessing, skip)
     return dataset.split(training.get("holdout") or 0.2, training.get("data_seed", 0))

@@ -134,8 +134,6 @@ def _reference_logits(folder: Path, manifest, x: np.ndarray, groups) -> tuple[np
 
 def _original_logits(manifest, x: np.ndarray):
     """The unsplit model from the manifest's source, or None with the reason it cannot be loaded."""
-    import torch
-
     from datamix_cli.loading import ModelSource, load_model
     from datamix_cli.preprocess import Preprocessing
     from datamix_cli.splitting import state_dict_sha256
@@ -149,10 +147,8 @@ def _original_logits(manifest, x: np.ndarray):
         return None, f"original model not loadable here: {exc}"
     if state_dict_sha256(model) != model_info["sha256"]:
         return None, "original model differs from the one the split was made from (sha256)"
-    preprocessing = Preprocessing.from_manifest(model_info)
-    if preprocessing.in_head:  # the split's head starts with it; the original model needs it in front
-        model = torch.nn.Sequential(preprocessing.normaliser(x.shape[1], x.ndim), model).eval()
-    return predict_plain(model, x), None
+    # The split's head starts with the in-head preprocessing; the original model needs it in front.
+    return predict_plain(Preprocessing.from_manifest(model_info).wrap(model, x.shape[1:]), x), None
 
 
 def run_serve_local(config: LoopbackConfig) -> dict:

@@ -126,7 +126,7 @@ class Preprocessing:
             parts.append(self.channel_order.upper())
         return ", ".join(parts)
 
-    def normaliser(self, channels: int, ndim: int):
+    def normaliser(self, sample_shape: tuple[int, ...]):
         """The module prepended to the model (identity when there is nothing to do)."""
         import torch
 
@@ -136,8 +136,14 @@ class Preprocessing:
             None if self.mean is None else torch.tensor(self.mean, dtype=torch.float32),
             None if self.std is None else torch.tensor(self.std, dtype=torch.float32),
             self.channel_order == "bgr",
-            ndim,
+            len(sample_shape) + 1,
         )
+
+    def wrap(self, model, sample_shape: tuple[int, ...]):
+        """``model`` with the in-head part in front: what the split's parts compute together (model itself if none)."""
+        import torch
+
+        return torch.nn.Sequential(self.normaliser(sample_shape), model).eval() if self.in_head else model
 
     def fit(self, raw: np.ndarray, sample_shape: tuple[int, ...], name: str) -> np.ndarray:
         """Stage 1 on a batch of raw samples in [0, 1]: (N, H, W) grayscale or (N, C, H, W)."""

@@ -87,8 +87,6 @@ def run_split(config: SplitConfig, on_step=None, report: Reporter = lambda messa
 def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitResult | None:
     import contextlib
 
-    import torch
-
     from datamix_cli.data import load_dataset
     from datamix_cli.loading import load_model
     from datamix_cli.output import StagedFolder
@@ -123,11 +121,9 @@ def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitRe
         shape = resolve_input_shape(traced, config.input_shape, config.data)
         sample_shape = tuple(shape[1:])
         preprocessing = Preprocessing.build(sample_shape, config.preprocess, config.resize, config.mean, config.std, config.channel_order)
-        original = model
         if preprocessing.in_head:  # mean/std and channel order become the head's first operation
-            normaliser = preprocessing.normaliser(sample_shape[0], len(shape))
-            traced = prepend(traced, normaliser)
-            original = torch.nn.Sequential(preprocessing.normaliser(sample_shape[0], len(shape)), model).eval()
+            traced = prepend(traced, preprocessing.normaliser(sample_shape))
+        original = preprocessing.wrap(model, sample_shape)  # the oracle the split is checked against
         profile = profile_model(traced, (1, *sample_shape))
         decision = choose_split(profile, config.budget, config.mixing.k, config.head_cut, config.tail_cut)
         dataset = load_dataset(config.data, sample_shape, preprocessing, config.skip_bad_images)

@@ -205,7 +205,7 @@ def finetune(
         warnings.simplefilter("ignore", FutureWarning)
         frozen = copy.deepcopy(parts) if (config.distill or config.feature_match) else None
     joint = _MixedModel(parts, mixing)
-    _to(joint, frozen, device)
+    _to(device, joint, frozen)
     if frozen is not None:
         _set_train(frozen, False)
         for p in (q for part in (frozen.head, frozen.cloud, frozen.tail) for q in part.parameters()):
@@ -265,7 +265,7 @@ def finetune(
             _recalibrate_batchnorm(joint, loader, rng, mixing, device, generator, config.bf16)
     finally:
         _set_train(parts, False)
-        _to(joint, None, home)  # back where the caller had them
+        _to(home, joint)  # back where the caller had them
     return history
 
 
@@ -313,12 +313,13 @@ def _feature_scale(frozen, x, device, n: int = 512) -> torch.Tensor:
     return frozen.cloud(frozen.head(sample)).float().var().clamp_min(1e-12)
 
 
-def _to(parts, teacher, device) -> None:
-    for module in (parts.head, parts.cloud, parts.tail, teacher):
-        if isinstance(module, torch.nn.Module):
-            module.to(device)
-    if teacher is not None and not isinstance(teacher, torch.nn.Module):
-        _to(teacher, None, device)
+def _to(device, *things) -> None:
+    """Move modules, and the head, cloud and tail of partitions, to ``device`` (None entries are skipped)."""
+    for thing in things:
+        if isinstance(thing, torch.nn.Module):
+            thing.to(device)
+        elif thing is not None:
+            _to(device, thing.head, thing.cloud, thing.tail)
 
 
 def _check_divergence(value: float, first_loss: float | None, step: int, total: int, lr: float) -> float:
@@ -341,11 +342,11 @@ def predict_plain(model, x: np.ndarray, batch: int = 256, device: str = "cpu") -
 @contextlib.contextmanager
 def on_device(parts, model, device: str):
     """Move the parts and the model to ``device`` for training and evaluation, and back to the CPU after."""
-    _to(parts, model, torch.device(device))
+    _to(torch.device(device), parts, model)
     try:
         yield
     finally:
-        _to(parts, model, torch.device("cpu"))
+        _to(torch.device("cpu"), parts, model)
 
 
 @torch.no_grad()
