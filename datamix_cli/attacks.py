@@ -16,6 +16,12 @@ from datamix_cli.errors import require
 # Decoder channels. 32 rather than 64 trains about 4x faster on CPU, so that the audit's two decoders fit in
 # minutes on two cores; on the ResNet example's unmixed features mean SSIM went from 0.995 to 0.989.
 DECODER_WIDTH = 32
+# The span search (attack ``optimisation``): Adam steps and rate in whitened coordinates, the weight of the
+# decorrelation term and of a public classifier's confidence. Measured (docs/audit.md): without the decorrelation
+# term rows collapse onto one easy source; the confidence of the split's own model (weight 0.1 to 0.3) pulled the
+# search towards confidently classified blends and doubled its cost; that of the pooled logistic regression
+# (weight 0.05) changed nothing on the ResNet example and cost 0.04 |corr| on the synthetic tests: off by default.
+SEARCH_STEPS, SEARCH_LR, DECORRELATION, CONFIDENCE_WEIGHT = 40, 0.1, 0.5, 0.0
 
 
 def amari_index(w: np.ndarray, a: np.ndarray) -> float:
@@ -145,63 +151,197 @@ def image_metrics(reconstruction: np.ndarray, truth: np.ndarray) -> tuple[float,
     return float(ssim), psnr
 
 
-def train_decoder(features: np.ndarray, inputs: np.ndarray, epochs: int = 30, seed: int = 0, batch: int = 64,
-                  resample=None, width: int = DECODER_WIDTH):
-    """An inverse network from cut features to inputs, trained with MSE on (public) pairs.
-
-    Convolutional when both are images (features upsampled to the input size
-    first), a small MLP otherwise. ``resample``, when given, is called as
-    ``resample(epoch)`` before every epoch after the first and returns fresh
-    (features, inputs) pairs: the adaptive attacker draws new simulated
-    mixtures each epoch. Returns a function features -> inputs.
-    """
-    import torch
+def decoder_network(f_shape: tuple, x_shape: tuple, width: int = DECODER_WIDTH):
+    """The inversion network from features of shape ``f_shape`` to inputs of shape ``x_shape``: convolutional when
+    both are images (features upsampled to the input size first), a small MLP otherwise."""
     from torch import nn
 
-    torch.manual_seed(seed)
-    f_shape, x_shape = features.shape[1:], inputs.shape[1:]
-    layout = torch.contiguous_format
     if len(f_shape) == 3 and len(x_shape) == 3:
-        layout = torch.channels_last  # measured faster for these CPU convolutions (6.0 s against 7.2 s an epoch)
-        decoder = nn.Sequential(
+        return nn.Sequential(
             nn.Upsample(size=tuple(x_shape[1:]), mode="bilinear", align_corners=False),
             nn.Conv2d(f_shape[0], width, 3, padding=1), nn.ReLU(),
             nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
             nn.Conv2d(width, width // 2, 3, padding=1), nn.ReLU(),
             nn.Conv2d(width // 2, x_shape[0], 3, padding=1), nn.Sigmoid(),
         )
-    else:
-        d_in, d_out = int(np.prod(f_shape)), int(np.prod(x_shape))
-        decoder = nn.Sequential(nn.Flatten(), nn.Linear(d_in, 512), nn.ReLU(), nn.Linear(512, d_out), nn.Sigmoid(), nn.Unflatten(1, x_shape))
-    decoder = decoder.to(memory_format=layout)
+    d_in, d_out = int(np.prod(f_shape)), int(np.prod(x_shape))
+    return nn.Sequential(nn.Flatten(), nn.Linear(d_in, 512), nn.ReLU(), nn.Linear(512, d_out), nn.Sigmoid(), nn.Unflatten(1, x_shape))
+
+
+class Decoder:
+    """A trained inversion network and the feature standardisation it was trained with. Called on NumPy features
+    it returns NumPy inputs without gradients; :meth:`torch` keeps the graph, for attacks that search features."""
+
+    def __init__(self, network, mean: float, std: float, images: bool):
+        import torch
+
+        self.network, self.mean, self.std = network, mean, std
+        # channels_last measured faster for these CPU convolutions (6.0 s against 7.2 s an epoch)
+        self.layout = torch.channels_last if images else torch.contiguous_format
+
+    def torch(self, features):
+        return self.network(((features - self.mean) / self.std).contiguous(memory_format=self.layout))
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.torch(torch.from_numpy(features.astype(np.float32))).numpy()
+
+
+def train_decoder(features: np.ndarray, inputs: np.ndarray, epochs: int = 30, seed: int = 0, batch: int = 64,
+                  resample=None, width: int = DECODER_WIDTH, loss=None) -> Decoder:
+    """An inverse network from cut features to inputs (:func:`decoder_network`), trained on (public) pairs.
+
+    ``loss(prediction, target)`` defaults to MSE. ``resample``, when given, is called as ``resample(epoch)``
+    before every epoch after the first and returns fresh (features, inputs) pairs: the adaptive attacker draws
+    new simulated mixtures each epoch.
+    """
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    f_shape, x_shape = features.shape[1:], inputs.shape[1:]
+    images = len(f_shape) == 3 and len(x_shape) == 3
     # Standardise features with (first-epoch) public statistics so the decoder sees the same scale at attack time.
-    mean, std = float(features.mean()), float(features.std() + 1e-8)
+    decoder = Decoder(decoder_network(f_shape, x_shape, width), float(features.mean()), float(features.std() + 1e-8), images)
+    decoder.network.to(memory_format=decoder.layout)
+    loss = loss or nn.functional.mse_loss
 
-    def standardised(f):
-        return torch.from_numpy(((f - mean) / std).astype(np.float32)).contiguous(memory_format=layout)
-
-    def tensors(f, x):
-        return standardised(f), torch.from_numpy(x.astype(np.float32))
+    def tensors(f, x):  # standardised once an epoch, not once a batch
+        f = torch.from_numpy(((f - decoder.mean) / decoder.std).astype(np.float32)).contiguous(memory_format=decoder.layout)
+        return f, torch.from_numpy(x.astype(np.float32, copy=False))
 
     fs, xs = tensors(features, inputs)
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=2e-3)
+    optimizer = torch.optim.Adam(decoder.network.parameters(), lr=2e-3)
     generator = torch.Generator().manual_seed(seed)
-    decoder.train()
+    decoder.network.train()
     for epoch in range(epochs):
         if resample is not None and epoch > 0:
             fs, xs = tensors(*resample(epoch))
         for idx in torch.randperm(len(xs), generator=generator).split(batch):
-            loss = nn.functional.mse_loss(decoder(fs[idx]), xs[idx])
+            value = loss(decoder.network(fs[idx]), xs[idx])
             optimizer.zero_grad()
-            loss.backward()
+            value.backward()
             optimizer.step()
-    decoder.eval()
+    decoder.network.eval()
+    return decoder
 
-    def invert(f: np.ndarray) -> np.ndarray:
+
+def group_stack(values: np.ndarray, k: int) -> np.ndarray:
+    """(G·k, ...) samples as (G, ...) groups for the group decoder: images stacked along channels, (G, k·C, H, W);
+    anything else as (G, k, ...)."""
+    groups = len(values) // k
+    if values.ndim == 4:
+        return values.reshape(groups, k * values.shape[1], *values.shape[2:])
+    return values.reshape(groups, k, *values.shape[1:])
+
+
+def permutation_invariant_mse(k: int):
+    """Loss of a group decoder: per group, the summed MSE of its k outputs under the assignment to the k targets
+    that minimises it (Hungarian on the k×k pairwise losses, found without gradient; gradient through the
+    matched pairs only), averaged over groups. Any k: no enumeration of the k! permutations."""
+    import torch
+    from scipy.optimize import linear_sum_assignment
+
+    def loss(prediction, target):
+        pred, true = prediction.reshape(len(prediction), k, -1), target.reshape(len(target), k, -1)
         with torch.no_grad():
-            return decoder(standardised(f)).numpy()
+            pairwise = ((pred[:, :, None] - true[:, None]) ** 2).mean(dim=3)
+        assignment = [linear_sum_assignment(cost) for cost in pairwise.numpy()]
+        rows = torch.as_tensor(np.stack([r for r, _ in assignment]))
+        cols = torch.as_tensor(np.stack([c for _, c in assignment]))
+        groups = torch.arange(len(pred))[:, None]
+        return ((pred[groups, rows] - true[groups, cols]) ** 2).mean()
 
-    return invert
+    return loss
+
+
+def match_outputs(outputs: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Order of a group's k outputs that pairs them one-to-one with its k true inputs at least total MSE
+    (uses the truth: the chance level of such a pairing is the best of k uninformed guesses)."""
+    from scipy.optimize import linear_sum_assignment
+
+    o, t = outputs.reshape(len(outputs), -1).astype(np.float64), truth.reshape(len(truth), -1).astype(np.float64)
+    cost = (o * o).sum(1)[:, None] - 2 * o @ t.T + (t * t).sum(1)[None, :]
+    rows, cols = linear_sum_assignment(cost)
+    order = np.empty(len(truth), dtype=int)
+    order[cols] = rows
+    return order
+
+
+def cycle_naturalness(head, decoder: Decoder, classify=None, confidence_weight: float = CONFIDENCE_WEIGHT):
+    """How unnatural candidate features f are to an attacker who holds the head (torch, differentiable) and a public
+    decoder: ‖head(D(f)) − f‖² / ‖f‖², plus ``confidence_weight`` × the entropy of ``classify(head(D(f)))`` (logits)
+    when a classifier is given. Natural features are fixed points of head∘D; returns f -> per-vector loss."""
+    import torch
+
+    def loss(f):
+        again = head(decoder.torch(f))
+        value = ((again - f) ** 2).flatten(1).sum(1) / (f * f).flatten(1).sum(1).clamp_min(1e-12)
+        if classify is not None:
+            p = torch.softmax(classify(again), dim=1)
+            value = value - confidence_weight * (p * torch.log(p.clamp_min(1e-12))).sum(1)
+        return value
+
+    return loss
+
+
+def span_search(groups: np.ndarray, inits: np.ndarray, naturalness, centre: np.ndarray, shape: tuple,
+                steps: int = SEARCH_STEPS, lr: float = SEARCH_LR, decorrelation: float = DECORRELATION):
+    """Per group, k vectors W·M in the span of its mixtures M (k, D) that ``naturalness`` finds most natural.
+
+    Objective per group: the mean naturalness loss of the k vectors, minus ``decorrelation`` × log det of the
+    correlation matrix of the vectors less ``centre`` (the public mean feature map), over 2k: rows of W that
+    collapse onto one source, or on the mean, are penalised; no sign or non-negativity is assumed. W is searched
+    in whitened coordinates (f = s·A·Vᵀ with M = U·S·Vᵀ), where a step moves f by the same amount whatever the
+    conditioning of M, with Adam, from the R starting points ``inits`` (G, R, k, k), each row's sign first set to
+    the more natural one; after a quarter of the steps only each group's restart with the lowest objective goes on
+    (chosen by the objective, never by the truth).
+
+    Returns (W (G, k, k), features W·M (G, k, D), objective (G,)).
+    """
+    import torch
+
+    g, r, k = inits.shape[:3]
+    m = groups.astype(np.float64)
+    u, sv, vt = np.linalg.svd(m, full_matrices=False)
+    sv = np.maximum(sv, sv[:, :1] * 1e-9)
+    scale = float(np.sqrt((m * m).sum(axis=2).mean()))
+    basis = torch.from_numpy((vt * scale).astype(np.float32))[:, None]  # (G, 1, k, D)
+    a0 = inits @ (u * sv[:, None, :])[:, None] / scale
+    a0 /= np.linalg.norm(a0, axis=3, keepdims=True) + 1e-12
+    centre_t = torch.from_numpy(centre.reshape(1, 1, 1, -1).astype(np.float32))
+
+    def losses(a):
+        f = a @ basis
+        natural = naturalness(f.reshape(-1, *shape)).reshape(g, -1, k)
+        centred = f - centre_t
+        centred = centred / centred.norm(dim=3, keepdim=True).clamp_min(1e-12)
+        gram = centred @ centred.transpose(2, 3) + 1e-6 * torch.eye(k)
+        return natural.mean(dim=2) - decorrelation * torch.logdet(gram) / (2 * k), natural, f
+
+    with torch.no_grad():  # a source and its negative are not equally natural: start from the better sign
+        both = torch.from_numpy(np.stack([a0, -a0]).astype(np.float32))
+        natural = naturalness((both @ basis).reshape(-1, *shape))
+        flip = natural.reshape(2, g, r, k).argmin(dim=0).numpy()
+    a = np.where(flip[..., None] == 1, -a0, a0)
+    # Successive halving: all restarts for the first quarter of the steps, then only each group's best one.
+    for phase_steps in (steps // 4, steps - steps // 4):
+        a = torch.tensor(a, dtype=torch.float32, requires_grad=True)
+        optimizer = torch.optim.Adam([a], lr=lr)
+        for _ in range(phase_steps):
+            objective = losses(a)[0]
+            optimizer.zero_grad()
+            objective.sum().backward()
+            optimizer.step()
+        with torch.no_grad():
+            objective, _, f = losses(a)
+        best = objective.argmin(dim=1).numpy()
+        a = a.detach().numpy()[np.arange(g), best][:, None]
+    a_best = a[:, 0].astype(np.float64)
+    w = a_best @ (np.transpose(u, (0, 2, 1)) / sv[:, :, None]) * scale
+    return w, f.numpy()[np.arange(g), best], objective.numpy()[np.arange(g), best]
 
 
 def reidentification(reconstructions: np.ndarray, candidates: np.ndarray, targets: np.ndarray) -> float:
@@ -226,8 +366,7 @@ def pooled(features: np.ndarray, grid: int = 4) -> np.ndarray:
     return features.reshape(len(features), -1)
 
 
-def train_label_classifier(features: np.ndarray, labels: np.ndarray, seed: int = 0):
-    """Logistic regression on pooled features; returns a function features -> predicted labels."""
+def _label_pipeline(features: np.ndarray, labels: np.ndarray, seed: int):
     linear_model = require("sklearn.linear_model", "data")
     preprocessing = require("sklearn.preprocessing", "data")
     pipeline = require("sklearn.pipeline", "data")
@@ -235,4 +374,24 @@ def train_label_classifier(features: np.ndarray, labels: np.ndarray, seed: int =
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(pooled(features), labels)
+    return model
+
+
+def train_label_classifier(features: np.ndarray, labels: np.ndarray, seed: int = 0):
+    """Logistic regression on pooled features; returns a function features -> predicted labels."""
+    model = _label_pipeline(features, labels, seed)
     return lambda f: model.predict(pooled(f))
+
+
+def label_logits(features: np.ndarray, labels: np.ndarray, seed: int = 0):
+    """The same classifier as a differentiable torch function, features -> logits (the span search's confidence)."""
+    import torch
+
+    model = _label_pipeline(features, labels, seed)
+    scaler, linear = model[0], model[-1]
+    coef = linear.coef_ / scaler.scale_
+    bias = linear.intercept_ - coef @ scaler.mean_
+    if len(coef) == 1:  # binary: sklearn keeps one row, the logit of class 1 against class 0
+        coef, bias = np.concatenate([np.zeros_like(coef), coef]), np.concatenate([[0.0], bias])
+    weight, offset = torch.from_numpy(coef.T.astype(np.float32)), torch.from_numpy(bias.astype(np.float32))
+    return lambda f: pooled(f).reshape(len(f), -1) @ weight + offset

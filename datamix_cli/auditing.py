@@ -15,18 +15,22 @@ from pathlib import Path
 
 import numpy as np
 
+from datamix_cli.attacks import SEARCH_STEPS
 from datamix_cli.errors import ConfigError
 
-ATTACKS = ("separation", "inversion", "adaptive", "label")
+ATTACKS = ("separation", "inversion", "adaptive", "group", "optimisation", "label")
 # Verdict thresholds, all on advantages over chance baselines scored on the same samples (docs/audit.md).
 SSIM_ADVANTAGE_LEAK, SSIM_ADVANTAGE_WORRY = 0.10, 0.05  # mean SSIM above the best uninformed guess
 PSNR_ADVANTAGE_LEAK = 2.0  # dB above the best uninformed guess
-P_VALUE = 0.01  # one-sided binomial tests: label accuracy against the majority-class rate, re-identification against 1/N
-SEPARATION_MARGIN = 0.05  # separation must beat a single mixture's |corr| by this much to count
+P_VALUE = 0.01  # one-sided binomial tests: label accuracies against their chance rates, re-identification against 1/N
+SEPARATION_MARGIN = 0.05  # recovered features must beat a single mixture's |corr| by this much to count
 NOISE_FLOORS = (1.0, 3.0)  # candidate noise floors of non-negative separation, in units of σ·√k
 # Reconstructions of what DataMix sends, each decided on its own: (report section, view) -> what the report calls it.
 RECONSTRUCTIONS = {("inversion", "mixtures"): "decoder on raw mixtures", ("inversion", "separated"): "decoder on separated features",
-                   ("adaptive", None): "adaptive decoder on raw mixtures"}
+                   ("adaptive", None): "adaptive decoder on raw mixtures", ("group", None): "group decoder on a group's mixtures",
+                   ("optimisation", None): "decoder on span-search features"}
+# Feature recoveries, each set against what a single mixture already gives: report section -> what it is called.
+FEATURE_RECOVERIES = {"separation": "separation", "optimisation": "span search"}
 LABELS = {"mixtures": "raw mixtures", "separated": "separated features"}
 CAVEAT = (
     "An empirical audit, not a guarantee: instance encodings such as DataMix cannot give indistinguishability "
@@ -42,6 +46,7 @@ class AuditConfig:
     samples: int = 64
     seed: int = 0
     decoder_epochs: int = 12
+    search_steps: int = SEARCH_STEPS
     report: Path | None = None
 
 
@@ -62,13 +67,18 @@ class _Scene:
         from datamix_cli.mixing import MixingConfig, coefficient_rng, draw_coefficients
         from exporters import get_exporter
 
-        self.manifest = load_manifest(config.folder, roles=("head", "decoys"))
+        self.folder = Path(config.folder)
+        self.manifest = load_manifest(self.folder, roles=("head", "cloud", "tail", "decoys"))
         p = self.manifest.protocol
         self.k = p["k"]
         self.mixing = MixingConfig.from_protocol(p)
-        head = get_exporter("torchscript").load(Path(config.folder) / self.manifest.artifact("head", "torchscript")["path"])
-        eye = np.eye(self.k, dtype=np.float32)
-        self.features = lambda x: np.concatenate([head(x[i : i + self.k], eye) for i in range(0, len(x), self.k)])
+        runner = get_exporter("torchscript").load
+        head, cloud, tail = (runner(self._artifact(role)) for role in ("head", "cloud", "tail"))
+        k, eye = self.k, np.eye(self.k, dtype=np.float32)
+        self.features = lambda x: np.concatenate([head(x[i : i + k], eye) for i in range(0, len(x), k)])
+        # The split's own model at C = I, the classifier that judges reconstructions (in groups of the artifacts' k).
+        self.scores = lambda x: np.concatenate([tail(cloud(head(x[i : i + k], eye)), eye) for i in range(0, len(x), k)])
+        self.artifact_k = k
         shape = tuple(self.manifest.model["input_shape"][1:])
         # The split's own data, preprocessing and holdout (or its --eval-data set); --data replaces the data set.
         public, private = split_datasets(self.manifest, shape, config.data)
@@ -91,13 +101,33 @@ class _Scene:
     def _mix(self, h, cs, rng):
         """Mixtures of ``h`` grouped by ``cs``, in float32 as the edge's head artifact mixes. (The adaptive attacker
         re-mixes all public features every epoch: 0.04 s in float32 against 1.1 s in float64 on the ResNet example.)"""
-        from datamix_cli.mixing import mix
+        from datamix_cli.mixing import add_noise, mix
 
         groups = h.reshape(len(cs), self.k, *h.shape[1:]).astype(np.float32, copy=False)
         m = mix(cs.astype(np.float32), groups).reshape(h.shape)
-        if self.mixing.noise_sigma:
-            m += np.float32(self.mixing.noise_sigma) * rng.standard_normal(m.shape, dtype=np.float32)
-        return m
+        return add_noise(self.mixing, m, lambda shape: rng.standard_normal(shape, dtype=np.float32))[0]
+
+    def _artifact(self, role: str) -> Path:
+        return self.folder / self.manifest.artifact(role, "torchscript")["path"]
+
+    def classify(self, images: np.ndarray) -> np.ndarray:
+        """The split's model's labels for ``images`` (any number: padded to whole groups)."""
+        pad = -len(images) % self.artifact_k
+        padded = np.concatenate([images, np.repeat(images[:1], pad, axis=0)]) if pad else images
+        return self.scores(padded.astype(np.float32, copy=False)).argmax(axis=1)[: len(images)]
+
+    def head_module(self):
+        """The head as a differentiable torch module, x -> features (the attacker holds its weights)."""
+        import warnings
+
+        import torch
+
+        with warnings.catch_warnings():  # torch >= 2.14 warns on every load that TorchScript is deprecated
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.*is deprecated")
+            module = torch.jit.load(str(self._artifact("head")), map_location="cpu").eval()
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+        return module.head  # HeadWithMix keeps the plain head, which takes any batch (datamix_cli/edge_modules.py)
 
     def dominant(self) -> np.ndarray:
         return dominant_sources(self.cs)
@@ -130,7 +160,7 @@ def attack_separation(scene: _Scene, seed: int) -> tuple[dict, np.ndarray]:
     as after a ReLU; FastICA otherwise. Metrics compare features after removing the public mean feature map,
     the structure every sample shares.
     """
-    from datamix_cli.attacks import abs_correlation, amari_index, ica_unmix, is_nonnegative, separable_unmix
+    from datamix_cli.attacks import amari_index, ica_unmix, is_nonnegative, separable_unmix
 
     k, n = scene.k, len(scene.h)
     nonnegative = is_nonnegative(scene.h_pub)
@@ -145,7 +175,7 @@ def attack_separation(scene: _Scene, seed: int) -> tuple[dict, np.ndarray]:
     for g in range(n // k):
         rows = sent[g * k : (g + 1) * k]
         if nonnegative:
-            w, recovered = separable_unmix(rows, scene.mixing.distribution == "dirichlet", scene.mixing.noise_sigma, floor)
+            w, recovered = separable_unmix(rows, scene.mixing.distribution == "dirichlet", group_sigma(scene.mixing, rows), floor)
         else:
             w, recovered = ica_unmix(rows - mu, seed)
             recovered = recovered + mu  # back in feature space; sign and scale are fixed against the truth below
@@ -153,9 +183,6 @@ def attack_separation(scene: _Scene, seed: int) -> tuple[dict, np.ndarray]:
         if not scene.mixing.shuffle:
             amari.append(amari_index(w, scene.cs[g]))
     matched, recovered_features = pair_components(scene, components, mu, align=not nonnegative)
-    flat_h = scene.h.reshape(n, -1).astype(np.float64) - mu
-    mixture_corr = abs_correlation(scene.mixtures.reshape(n, -1).astype(np.float64) - mu, flat_h)
-    single = [mixture_corr[i, (i // k) * k : (i // k + 1) * k].max() for i in range(n)]
     metrics = {
         "method": "non-negative (successive projections)" if nonnegative else "FastICA",
         "negative_share": float(np.mean(scene.h_pub < 0)),
@@ -163,11 +190,22 @@ def attack_separation(scene: _Scene, seed: int) -> tuple[dict, np.ndarray]:
         "truth_used_for": "pairing components with samples" if nonnegative else "pairing, sign, scale and offset (an upper bound)",
         "amari_index": _summary(amari) if amari else None,
         "matched_abs_corr": _summary(matched),
-        "single_mixture_abs_corr": _summary(single),
-        "chance_abs_corr": _summary(mixture_corr_unrelated(flat_h, k)),
+        **feature_baselines(scene, mu),
         "grouping_known": not scene.mixing.shuffle,
     }
     return metrics, recovered_features.reshape(scene.h.shape).astype(np.float32)
+
+
+def feature_baselines(scene: _Scene, mu: np.ndarray) -> dict:
+    """What recovered features are set against (after removing the public mean feature map): the |corr| a single
+    mixture already has with its strongest source, and the |corr| between unrelated samples (chance)."""
+    from datamix_cli.attacks import abs_correlation
+
+    k, n = scene.k, len(scene.h)
+    flat_h = scene.h.reshape(n, -1).astype(np.float64) - mu
+    mixture_corr = abs_correlation(scene.mixtures.reshape(n, -1).astype(np.float64) - mu, flat_h)
+    single = [mixture_corr[i, (i // k) * k : (i // k + 1) * k].max() for i in range(n)]
+    return {"single_mixture_abs_corr": _summary(single), "chance_abs_corr": _summary(mixture_corr_unrelated(flat_h, k))}
 
 
 def noise_floor(scene: _Scene, mu: np.ndarray, seed: int, groups: int = 16) -> float:
@@ -176,7 +214,7 @@ def noise_floor(scene: _Scene, mu: np.ndarray, seed: int, groups: int = 16) -> f
     from datamix_cli.attacks import match_sources, separable_unmix
     from datamix_cli.mixing import coefficient_rng
 
-    if not scene.mixing.noise_sigma:
+    if not scene.mixing.noisy:
         return 1.0
     mixtures, order, _ = scene.simulate_public(coefficient_rng(seed + 3))
     k, dirichlet = scene.k, scene.mixing.distribution == "dirichlet"
@@ -184,10 +222,18 @@ def noise_floor(scene: _Scene, mu: np.ndarray, seed: int, groups: int = 16) -> f
     rows = [slice(g * k, (g + 1) * k) for g in range(min(groups, len(order) // k))]
 
     def recovery(floor):
-        recovered = [separable_unmix(flat[r], dirichlet, scene.mixing.noise_sigma, floor)[1] - mu for r in rows]
+        recovered = [separable_unmix(flat[r], dirichlet, group_sigma(scene.mixing, flat[r]), floor)[1] - mu for r in rows]
         return np.mean([match_sources(rec, truth[r])[1].mean() for rec, r in zip(recovered, rows)])
 
     return max(NOISE_FLOORS, key=recovery)
+
+
+def group_sigma(mixing, rows: np.ndarray) -> float:
+    """The noise std of one group as the attacker estimates it from what it receives (relative noise scales with the
+    group's RMS, which the noise itself barely changes)."""
+    from datamix_cli.mixing import noise_std
+
+    return float(noise_std(mixing, rows).ravel()[0]) if mixing.noisy else 0.0
 
 
 def pair_components(scene: _Scene, components: list, mu: np.ndarray, align: bool) -> tuple[list, np.ndarray]:
@@ -222,21 +268,95 @@ def mixture_corr_unrelated(flat_h: np.ndarray, k: int) -> list[float]:
     return [float(abs_correlation(flat_h[i : i + 1], flat_h[partner[i] : partner[i] + 1])[0, 0]) for i in range(n)]
 
 
-def attack_inversion(scene: _Scene, separated, epochs: int, seed: int) -> tuple[dict, dict]:
-    """Decoder from features to inputs, trained on unmixed public pairs; each view scored next to chance baselines."""
+class Judge:
+    """Scores reconstructions of audited inputs next to uninformed guesses on the same samples and against the
+    same truth: the public mean image, a random public image and, for views whose pairing with samples used the
+    truth (picking, per sample, one of ``pool`` candidates), the best of ``pool`` random public images."""
+
+    def __init__(self, scene: _Scene, seed: int):
+        self.images, self.labels, self.public = scene.x, scene.y, scene.x_pub
+        self.classify = scene.classify
+        self.predicted = scene.classify(scene.x)  # the classifier on the true inputs: the ceiling of label accuracy
+        self.rng = np.random.default_rng(seed)
+        n = len(self.images)
+        self.guesses = {
+            "mean_public_image": np.repeat(self.public.mean(axis=0, keepdims=True), n, axis=0)[:, None],
+            "random_public_image": self.public[self.rng.choice(len(self.public), size=n)][:, None],
+        }
+        self._best_of = {}
+
+    def best_of(self, pool: int) -> np.ndarray:
+        """``pool`` random public images per audited sample, (N, pool, ...), drawn once per pool size."""
+        if pool not in self._best_of:
+            self._best_of[pool] = self.public[self.rng.choice(len(self.public), size=(len(self.images), pool))]
+        return self._best_of[pool]
+
+    def __call__(self, recon: np.ndarray, targets: np.ndarray | None = None, pool: int | None = None) -> dict:
+        """SSIM / PSNR of ``recon`` against ``images[targets]`` (default: each its own sample), each chance guess's,
+        the advantage over the best guess, re-identification (chance 1/N) and the label the split's own model
+        gives the reconstruction against the target's true label."""
+        from datamix_cli.attacks import image_metrics, reidentification
+
+        targets = np.arange(len(self.images)) if targets is None else targets
+        truth = self.images[targets]
+
+        def both(candidates):  # candidates (N, j, ...): per sample the best of its j candidates, SSIM and PSNR apart
+            scores = np.array([[image_metrics(c, t) for c in group] for group, t in zip(candidates, truth)])
+            return _summary(scores[:, :, 0].max(axis=1)), _summary(scores[:, :, 1].max(axis=1))
+
+        guesses = dict(self.guesses)
+        if pool:
+            guesses[f"best_of_{pool}_public_images"] = self.best_of(pool)[targets]
+        ssim, psnr = both(recon[:, None])
+        chance = {name: dict(zip(("ssim", "psnr_db"), both(candidates))) for name, candidates in guesses.items()}
+        best_ssim = max((c["ssim"]["mean"] for c in chance.values() if c["ssim"]["mean"] is not None), default=None)
+        best_psnr = max(c["psnr_db"]["mean"] for c in chance.values())
+        return {
+            "ssim": ssim,
+            "psnr_db": psnr,
+            "chance": chance,
+            "paired_by_truth": pool,
+            "ssim_advantage": None if ssim["mean"] is None or best_ssim is None else ssim["mean"] - best_ssim,
+            "psnr_advantage_db": psnr["mean"] - best_psnr,
+            "reidentification": {"accuracy": reidentification(recon, self.images, targets), "chance": 1.0 / len(self.images)},
+            "classifier_label": self.label_accuracy(recon, targets, guesses if pool else None),
+        }
+
+    def label_accuracy(self, recon: np.ndarray, targets: np.ndarray, guesses: dict | None) -> dict:
+        """The split's model's label for each reconstruction against its target's true label. Chance: the majority
+        class rate of the targets, or for views paired by the truth, the label of the best (least MSE) of the
+        pool's random public images, which that pairing would also have favoured."""
+        labels = self.labels[targets]
+        counts = np.bincount(labels)
+        chance = float(counts.max() / counts.sum())
+        if guesses:
+            name = next(n for n in guesses if n.startswith("best_of_"))
+            pool, truth = guesses[name], self.images[targets]
+            errors = ((pool - truth[:, None]) ** 2).reshape(len(pool), pool.shape[1], -1).mean(axis=2)
+            nearest = pool[np.arange(len(pool)), errors.argmin(axis=1)]
+            chance = max(chance, float((self.classify(nearest) == labels).mean()))
+        return {"accuracy": float((self.classify(recon) == labels).mean()), "chance": chance}
+
+
+def attack_inversion(scene: _Scene, separated, judge: Judge, epochs: int, seed: int) -> tuple[dict, dict, object]:
+    """Decoder from features to inputs, trained on unmixed public pairs; each view scored next to chance baselines.
+    Returns (metrics, reconstructions by view, the decoder)."""
     from datamix_cli.attacks import train_decoder
 
     invert = train_decoder(scene.h_pub, scene.x_pub, epochs=epochs, seed=seed)
-    everyone = np.arange(len(scene.x))
-    views = {"unmixed_baseline": (invert(scene.h), everyone), "mixtures": (invert(scene.mixtures), scene.dominant())}
+    views = {"unmixed_baseline": (invert(scene.h), None, None), "mixtures": (invert(scene.mixtures), scene.dominant(), None)}
     if separated is not None:
-        views["separated"] = (invert(separated), everyone)
-    guesses = chance_guesses(scene.x_pub, len(scene.x), np.random.default_rng(seed))
-    results = {name: scored(recon, scene.x, targets, guesses) for name, (recon, targets) in views.items()}
-    return results, {name: recon for name, (recon, _) in views.items()}
+        views["separated"] = (invert(separated), None, pairing_pool(scene))
+    results = {name: judge(recon, targets, pool) for name, (recon, targets, pool) in views.items()}
+    return results, {name: recon for name, (recon, _, _) in views.items()}, invert
 
 
-def attack_adaptive(scene: _Scene, epochs: int, seed: int) -> tuple[dict, np.ndarray]:
+def pairing_pool(scene: _Scene) -> int:
+    """How many candidates a truth-based pairing picks each sample's from: its group's k, or all N when shuffled."""
+    return len(scene.h) if scene.mixing.shuffle else scene.k
+
+
+def attack_adaptive(scene: _Scene, judge: Judge, epochs: int, seed: int) -> tuple[dict, np.ndarray]:
     """The same decoder trained on what the cloud sees: public groups mixed as the protocol mixes (fresh C, fresh
     groups every epoch), each mixture's target its dominant input; applied to the audited mixtures."""
     from datamix_cli.attacks import train_decoder
@@ -250,41 +370,69 @@ def attack_adaptive(scene: _Scene, epochs: int, seed: int) -> tuple[dict, np.nda
 
     invert = train_decoder(*pairs(), epochs=epochs, seed=seed, resample=pairs)
     recon = invert(scene.mixtures)
-    guesses = chance_guesses(scene.x_pub, len(scene.x), np.random.default_rng(seed))
-    return {**scored(recon, scene.x, scene.dominant(), guesses), "target": "each mixture's dominant input"}, recon
+    return {**judge(recon, scene.dominant()), "target": "each mixture's dominant input"}, recon
 
 
-def chance_guesses(public: np.ndarray, n: int, rng: np.random.Generator) -> dict:
-    """What an attacker who learned nothing from the cloud's view can output: the public mean, a random public sample."""
-    return {
-        "mean_public_image": np.repeat(public.mean(axis=0, keepdims=True), n, axis=0),
-        "random_public_image": public[rng.choice(len(public), size=n)],
+def attack_group(scene: _Scene, judge: Judge, epochs: int, seed: int) -> tuple[dict, np.ndarray | None]:
+    """A decoder from a group's k mixtures (stacked along channels) to k inputs, trained on simulated public groups
+    (fresh groups and C every epoch) with the MSE of the best assignment of outputs to inputs; its k outputs are
+    paired with the group's k inputs by the truth (Hungarian on MSE), so chance is the best of k guesses.
+    Needs the grouping: with shuffling it is skipped."""
+    from datamix_cli.attacks import group_stack, match_outputs, permutation_invariant_mse, train_decoder
+    from datamix_cli.mixing import coefficient_rng
+
+    if scene.mixing.shuffle:
+        return {"skipped": "the split shuffles mixtures, so the cloud does not know which k form a group"}, None
+    k = scene.k
+    rng = coefficient_rng(seed + 4)
+
+    def pairs(_epoch=0):
+        mixtures, order, _ = scene.simulate_public(rng)
+        return group_stack(mixtures, k), group_stack(scene.x_pub[order], k)
+
+    # Batches of 64 / k groups: as many inputs per step, and steps per epoch, as the other decoders.
+    decode = train_decoder(*pairs(), epochs=epochs, seed=seed, batch=max(1, 64 // k), resample=pairs, loss=permutation_invariant_mse(k))
+    outputs = decode(group_stack(scene.mixtures, k)).reshape(scene.x.shape)
+    recon = np.empty_like(outputs)
+    for g in range(len(outputs) // k):
+        rows = slice(g * k, (g + 1) * k)
+        recon[rows] = outputs[rows][match_outputs(outputs[rows], scene.x[rows])]
+    return {**judge(recon, pool=k), "target": "the group's k inputs, paired by the truth"}, recon
+
+
+def attack_optimisation(scene: _Scene, decoder, judge: Judge, config: AuditConfig) -> tuple[dict, np.ndarray]:
+    """Per (apparent) group, the k vectors W·M in the span of its mixtures that are most natural to the attacker:
+    fixed points of head∘D (the head's weights, D the unmixed public decoder) and decorrelated
+    (attacks.span_search), from three starts. No non-negativity is assumed. The features are paired with samples as separation's are, decoded
+    with D and scored with best-of-pool chance."""
+    from datamix_cli.attacks import CONFIDENCE_WEIGHT, amari_index, cycle_naturalness, ica_unmix, label_logits, span_search, train_decoder
+    from datamix_cli.mixing import coefficient_rng, draw_coefficients
+
+    k, n, seed = scene.k, len(scene.h), config.seed
+    if decoder is None:  # normally the inversion attack's, trained on the same pairs with the same seed
+        decoder = train_decoder(scene.h_pub, scene.x_pub, epochs=config.decoder_epochs, seed=seed)
+    mu = scene.h_pub.reshape(len(scene.h_pub), -1).mean(axis=0)
+    sent = scene.mixtures[scene.sent_order].reshape(n // k, k, -1)
+    rng = coefficient_rng(seed + 5)
+    # Starts: the mixtures themselves, FastICA's unmixing, and the inverse of a C drawn as the protocol draws them.
+    inits = np.stack([np.stack([np.eye(k), ica_unmix(rows.astype(np.float64) - mu, seed)[0], np.linalg.inv(draw_coefficients(rng, scene.mixing))])
+                      for rows in sent])
+    classify = label_logits(scene.h_pub, scene.y_pub, seed) if CONFIDENCE_WEIGHT else None
+    naturalness = cycle_naturalness(scene.head_module(), decoder, classify)
+    w, features, objective = span_search(sent, inits, naturalness, mu, scene.h.shape[1:], steps=config.search_steps)
+    matched, paired = pair_components(scene, list(features.astype(np.float64)), mu, align=False)
+    recon = decoder(paired.reshape(scene.h.shape).astype(np.float32))
+    metrics = {
+        "truth_used_for": "pairing features with samples",
+        "amari_index": None if scene.mixing.shuffle else _summary([amari_index(w[g], scene.cs[g]) for g in range(n // k)]),
+        "matched_abs_corr": _summary(matched),
+        **feature_baselines(scene, mu),
+        "objective": _summary(objective),
+        "restarts": int(inits.shape[1]),
+        "steps": config.search_steps,
+        **judge(recon, pool=pairing_pool(scene)),
     }
-
-
-def scored(recon: np.ndarray, images: np.ndarray, targets: np.ndarray, guesses: dict) -> dict:
-    """SSIM / PSNR of reconstructions against ``images[targets]``, of each chance guess, the advantage over the best
-    guess, and re-identification: how often the nearest audited image is the target (chance 1/N)."""
-    from datamix_cli.attacks import image_metrics, reidentification
-
-    truth = images[targets]
-
-    def both(candidates):
-        scores = [image_metrics(r, t) for r, t in zip(candidates, truth)]
-        return _summary([s for s, _ in scores]), _summary([p for _, p in scores])
-
-    ssim, psnr = both(recon)
-    chance = {name: dict(zip(("ssim", "psnr_db"), both(candidates))) for name, candidates in guesses.items()}
-    best_ssim = max((c["ssim"]["mean"] for c in chance.values() if c["ssim"]["mean"] is not None), default=None)
-    best_psnr = max(c["psnr_db"]["mean"] for c in chance.values())
-    return {
-        "ssim": ssim,
-        "psnr_db": psnr,
-        "chance": chance,
-        "ssim_advantage": None if ssim["mean"] is None or best_ssim is None else ssim["mean"] - best_ssim,
-        "psnr_advantage_db": psnr["mean"] - best_psnr,
-        "reidentification": {"accuracy": reidentification(recon, images, targets), "chance": 1.0 / len(images)},
-    }
+    return metrics, recon
 
 
 def attack_label(scene: _Scene, separated, seed: int) -> dict:
@@ -318,9 +466,19 @@ def reconstruction_views(report: dict) -> dict:
     for (section, view), name in RECONSTRUCTIONS.items():
         node = report.get(section) or {}
         node = node.get(view) if view is not None else node
-        if node:
+        if node and "ssim" in node:
             views[name] = node
     return views
+
+
+def feature_recoveries(report: dict) -> dict:
+    """The attacks that recover features, by what the report calls them: (name, metrics)."""
+    found = {}
+    for section, text in FEATURE_RECOVERIES.items():
+        node = report.get(section)
+        if node and "matched_abs_corr" in node:
+            found[f"{node['method']} separation" if section == "separation" else text] = node
+    return found
 
 
 def best_attacks(report: dict) -> dict:
@@ -335,17 +493,20 @@ def best_attacks(report: dict) -> dict:
     if views:
         name, r = max(views.items(), key=lambda item: item[1]["reidentification"]["accuracy"])
         best["reidentification"] = {"attack": name, **r["reidentification"]}
+        name, r = max(views.items(), key=lambda item: item[1]["classifier_label"]["accuracy"] - item[1]["classifier_label"]["chance"])
+        best["classifier_label"] = {"attack": name, "mean": r["classifier_label"]["accuracy"], "chance": r["classifier_label"]["chance"]}
     label = report.get("label")
     if label and any(view in label for view in LABELS):
         view = max((v for v in LABELS if v in label), key=lambda v: label[v])
         best["label_accuracy"] = {"attack": f"classifier on {LABELS[view]}", "mean": label[view], "chance": label["chance"]}
-    separation = report.get("separation")
-    if separation:
+    recoveries = feature_recoveries(report)
+    if recoveries:
+        name, r = max(recoveries.items(), key=lambda item: item[1]["matched_abs_corr"]["mean"])
         best["feature_abs_corr"] = {
-            "attack": f"{separation['method']} separation",
-            "mean": separation["matched_abs_corr"]["mean"],
-            "single_mixture": separation["single_mixture_abs_corr"]["mean"],
-            "chance": separation["chance_abs_corr"]["mean"],
+            "attack": name,
+            "mean": r["matched_abs_corr"]["mean"],
+            "single_mixture": r["single_mixture_abs_corr"]["mean"],
+            "chance": r["chance_abs_corr"]["mean"],
         }
     return best
 
@@ -354,6 +515,10 @@ def verdict(report: dict) -> dict:
     """Leak when any attack on what DataMix sends beats chance on the same samples (never the unmixed baseline)."""
     reasons, worries = [], []
     n = report.get("samples", 0)
+
+    def significant(rate, chance):
+        return n and binomial_p_value(rate, n, chance) < P_VALUE
+
     for name, r in reconstruction_views(report).items():
         ssim_adv, psnr_adv = r["ssim_advantage"], r["psnr_advantage_db"]
         if (ssim_adv is not None and ssim_adv >= SSIM_ADVANTAGE_LEAK) or psnr_adv >= PSNR_ADVANTAGE_LEAK:
@@ -362,18 +527,22 @@ def verdict(report: dict) -> dict:
         elif ssim_adv is not None and ssim_adv >= SSIM_ADVANTAGE_WORRY:
             worries.append(f"{name} slightly above chance (SSIM advantage {ssim_adv:+.2f})")
         reid = r.get("reidentification")
-        if reid and n and binomial_p_value(reid["accuracy"], n, reid["chance"]) < P_VALUE:
+        if reid and significant(reid["accuracy"], reid["chance"]):
             reasons.append(f"{name} re-identifies {reid['accuracy']:.0%} of the audited inputs (chance {reid['chance']:.0%}, p < {P_VALUE:g})")
+        labelled = r.get("classifier_label")
+        if labelled and significant(labelled["accuracy"], labelled["chance"]):
+            reasons.append(f"the split's model labels {name} correctly at {labelled['accuracy']:.0%} "
+                           f"(chance {labelled['chance']:.0%}, p < {P_VALUE:g})")
     label = report.get("label") or {}
     for view, text in LABELS.items():
-        if view in label and n and binomial_p_value(label[view], n, label["chance"]) < P_VALUE:
+        if view in label and significant(label[view], label["chance"]):
             reasons.append(f"labels inferred from {text} at {label[view]:.0%} (chance {label['chance']:.0%}, p < {P_VALUE:g})")
-    separation = report.get("separation")
-    if separation and separation["matched_abs_corr"]["mean"] > separation["single_mixture_abs_corr"]["mean"] + SEPARATION_MARGIN:
-        reasons.append(
-            f"{separation['method']} separation recovers features better than a single mixture gives "
-            f"(|corr| {separation['matched_abs_corr']['mean']:.2f} vs {separation['single_mixture_abs_corr']['mean']:.2f})"
-        )
+    for name, r in feature_recoveries(report).items():
+        if r["matched_abs_corr"]["mean"] > r["single_mixture_abs_corr"]["mean"] + SEPARATION_MARGIN:
+            reasons.append(
+                f"{name} recovers features better than a single mixture gives "
+                f"(|corr| {r['matched_abs_corr']['mean']:.2f} vs {r['single_mixture_abs_corr']['mean']:.2f})"
+            )
     missing = [a for a in ATTACKS if a not in report]
     if reasons:
         status = "leaks"
@@ -382,7 +551,8 @@ def verdict(report: dict) -> dict:
         worries += [f"attack {a} not run" for a in missing]
     else:
         status = "resists this audit"
-    return {"status": status, "reasons": reasons + worries}
+    skipped = [f"attack {a} skipped: {report[a]['skipped']}" for a in ATTACKS if isinstance(report.get(a), dict) and "skipped" in report[a]]
+    return {"status": status, "reasons": reasons + worries + skipped}
 
 
 def run_audit(config: AuditConfig) -> dict:
@@ -401,6 +571,8 @@ def check_config(config: AuditConfig) -> None:
         raise ConfigError(f"unknown attacks {', '.join(unknown) or '(none given)'}; choose from {', '.join(ATTACKS)}")
     if config.decoder_epochs < 1:
         raise ConfigError("--decoder-epochs must be >= 1")
+    if config.search_steps < 0:
+        raise ConfigError("--search-steps must be >= 0")
 
 
 def build_scene(config: AuditConfig) -> _Scene:
@@ -411,14 +583,15 @@ def build_scene(config: AuditConfig) -> _Scene:
 def audit_scene(scene: _Scene, config: AuditConfig) -> dict:
     """Run the attacks on ``scene`` (tests replace what the cloud sees to build positive and negative controls)."""
     report = {
-        "threat_model": __doc__.split("Threat model")[1].split("\n\n")[0].strip(" ()").replace("\n", " "),
+        "threat_model": __doc__.split("Threat model (worst case for the user): ")[1].split("\n\n")[0].replace("\n", " "),
         "samples": int(len(scene.y)),
         "public_samples": int(len(scene.y_pub)),
-        "protocol": {**{k: scene.manifest.protocol[k] for k in ("k", "alpha", "kappa_max", "shuffle", "noise_sigma")}, "distribution": scene.mixing.distribution},
+        "protocol": {**{k: scene.manifest.protocol[k] for k in ("k", "alpha", "kappa_max", "shuffle", "noise_sigma")},
+                     "noise_relative": scene.mixing.noise_relative, "distribution": scene.mixing.distribution},
         "split": {"head_cut": scene.manifest.split["head_cut"], "edge_fraction": scene.manifest.flops["edge_fraction"]},
         "seed": config.seed,
     }
-    timing, separated, reconstructions = {}, None, {}
+    timing, separated, reconstructions, decoder = {}, None, {}, None
 
     def timed(name, attack, *args):
         start = time.perf_counter()
@@ -426,12 +599,20 @@ def audit_scene(scene: _Scene, config: AuditConfig) -> dict:
         timing[name] = time.perf_counter() - start
         return result
 
+    judge = Judge(scene, config.seed)
+    report["classifier"] = {"accuracy_on_inputs": float((judge.predicted == scene.y).mean()),
+                            "chance": float(np.bincount(scene.y).max() / len(scene.y))}
     if "separation" in config.attacks:
         report["separation"], separated = timed("separation", attack_separation, scene, config.seed)
     if "inversion" in config.attacks:
-        report["inversion"], reconstructions = timed("inversion", attack_inversion, scene, separated, config.decoder_epochs, config.seed)
+        report["inversion"], reconstructions, decoder = timed("inversion", attack_inversion, scene, separated, judge, config.decoder_epochs, config.seed)
     if "adaptive" in config.attacks:
-        report["adaptive"], reconstructions["adaptive"] = timed("adaptive", attack_adaptive, scene, config.decoder_epochs, config.seed)
+        report["adaptive"], reconstructions["adaptive"] = timed("adaptive", attack_adaptive, scene, judge, config.decoder_epochs, config.seed)
+    if "group" in config.attacks:
+        report["group"], reconstructions["group"] = timed("group", attack_group, scene, judge, config.decoder_epochs, config.seed)
+    if "optimisation" in config.attacks:
+        report["optimisation"], reconstructions["optimisation"] = timed("optimisation", attack_optimisation, scene, decoder, judge, config)
+        report["optimisation"]["decoder"] = "the inversion attack's" if decoder is not None else "its own (inversion not run)"
     if "label" in config.attacks:
         report["label"] = timed("label", attack_label, scene, separated, config.seed)
     report["best"] = best_attacks(report)
@@ -471,8 +652,8 @@ def plot_grid(scene: _Scene, separated, reconstructions: dict, path: Path, rows:
     k = scene.k
     for i in range(rows):
         cells = [scene.x[i], scene.mixtures[scene.sent_order[i]], separated[i] if separated is not None else None]
-        # Sample i's own separated reconstruction, or the reconstruction of any mixture of its group.
-        candidates = [reconstructions["separated"][i]] if "separated" in reconstructions else []
+        # Sample i's own reconstruction by the views paired with samples, or that of any mixture of its group.
+        candidates = [reconstructions[view][i] for view in ("separated", "group", "optimisation") if reconstructions.get(view) is not None]
         for view in ("mixtures", "adaptive"):
             if view in reconstructions:
                 candidates += list(reconstructions[view][(i // k) * k : (i // k + 1) * k])

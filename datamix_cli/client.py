@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from datamix_cli.errors import DatamixError
-from datamix_cli.mixing import MixingConfig, coefficient_rng, draw_coefficients, pad_with_decoys, shuffle_permutation, unshuffle
+from datamix_cli.mixing import MixingConfig, add_noise, coefficient_rng, draw_coefficients, pad_with_decoys, shuffle_permutation, unshuffle
 
 RUNTIMES = ("onnx", "tflite", "torchscript")
 
@@ -194,10 +194,7 @@ class EdgeClient:
             t0 = time.perf_counter()
             cs = [draw_coefficients(self.rng, self.mixing).astype(np.float32) for _ in range(len(chunk) // k)]
             mixtures = np.concatenate([self.head(chunk[g * k : (g + 1) * k], c) for g, c in enumerate(cs)])
-            noise = None
-            if self.mixing.noise_sigma:
-                noise = self.mixing.noise_sigma * self.rng.standard_normal(mixtures.shape).astype(np.float32)
-                mixtures = mixtures + noise
+            mixtures, noise = add_noise(self.mixing, mixtures, lambda shape: self.rng.standard_normal(shape, dtype=np.float32))
             order = shuffle_permutation(self.rng, len(mixtures)) if self.mixing.shuffle else None
             sent = mixtures[order] if order is not None else mixtures
             t1 = time.perf_counter()

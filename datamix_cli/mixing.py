@@ -42,6 +42,9 @@ class MixingConfig:
     shuffle: bool = False
     noise_sigma: float = 0.0
     distribution: str = "dirichlet"
+    # Noise in units of each group's own mixture RMS: fine-tuning cannot outgrow it by scaling features up, as it
+    # can an absolute σ. The std added to a group is noise_sigma + noise_relative · RMS(group's mixtures).
+    noise_relative: float = 0.0
 
     @classmethod
     def from_protocol(cls, protocol: dict) -> "MixingConfig":
@@ -49,6 +52,7 @@ class MixingConfig:
         return cls(
             k=protocol["k"], alpha=protocol["alpha"], kappa_max=protocol["kappa_max"], shuffle=protocol["shuffle"],
             noise_sigma=protocol["noise_sigma"], distribution=protocol.get("distribution", "dirichlet"),
+            noise_relative=protocol.get("noise_relative", 0.0),
         )
 
     def __post_init__(self):
@@ -62,6 +66,12 @@ class MixingConfig:
             raise ProtocolError(f"kappa_max (largest condition number of C) must be >= 1, got {self.kappa_max}")
         if not self.noise_sigma >= 0:
             raise ProtocolError(f"noise sigma must be >= 0, got {self.noise_sigma}")
+        if not self.noise_relative >= 0:
+            raise ProtocolError(f"relative noise must be >= 0, got {self.noise_relative}")
+
+    @property
+    def noisy(self) -> bool:
+        return bool(self.noise_sigma or self.noise_relative)
 
 
 def coefficient_rng(seed: int | None = None) -> np.random.Generator:
@@ -100,6 +110,30 @@ def mix(c, h):
     lead = h.shape[: 2 if grouped else 1]
     flat = h.reshape(*lead, -1)
     return (c @ flat).reshape(h.shape)
+
+
+def noise_std(config: MixingConfig, mixtures):
+    """Std of the noise on each group of ``mixtures`` (G·k, ...): σ + r·RMS of the group, shape (G·k, 1, ..., 1).
+
+    NumPy or torch (torch: no gradient flows through the scale, which the edge computes as a number).
+    """
+    k = config.k
+    flat = mixtures.reshape(len(mixtures) // k, -1)
+    rms = (flat * flat).mean(1) ** 0.5
+    if hasattr(rms, "detach"):
+        rms = rms.detach()
+    std = config.noise_sigma + config.noise_relative * rms
+    per_row = std.repeat_interleave(k) if hasattr(std, "repeat_interleave") else np.repeat(std, k)
+    return per_row.reshape(len(mixtures), *([1] * (mixtures.ndim - 1)))
+
+
+def add_noise(config: MixingConfig, mixtures, standard_normal):
+    """``mixtures`` (G·k, ...) plus the protocol's Gaussian noise; ``standard_normal(shape)`` draws N(0, 1) of the
+    same kind (NumPy or torch). Returns (noisy mixtures, the noise)."""
+    if not config.noisy:
+        return mixtures, None
+    noise = noise_std(config, mixtures) * standard_normal(mixtures.shape)
+    return mixtures + noise, noise
 
 
 def demix(c_inv, z):

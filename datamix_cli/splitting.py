@@ -58,6 +58,12 @@ class SplitConfig:
     channel_order: str | None = None
     eval_data: str | None = None  # a separate evaluation set instead of a holdout of ``data``
     skip_bad_images: bool = False
+    cut_features: str = "any"  # "signed": the deepest cut within budget whose features take both signs (pre-activation)
+    preset: str = "default"  # the --preset the options came from (recorded; datamix_cli.presets resolves it)
+
+
+CUT_FEATURES = ("any", "signed")
+SIGN_SAMPLES = 16  # training samples the sign of each cut's features is measured on
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,8 @@ def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitRe
     config.training.validate(config.mixing.k)
     if not 0 < config.holdout < 1:
         raise DatasetError(f"holdout must be in (0, 1), got {config.holdout}")
+    if config.cut_features not in CUT_FEATURES:
+        raise ConfigError(f"unknown --cut-features {config.cut_features!r}; choose {' or '.join(CUT_FEATURES)}")
     if config.preprocess.strip().lower() not in PRESETS:
         raise ConfigError(f"unknown preprocessing preset {config.preprocess!r}; choose from {', '.join(PRESETS)}")
     exporters = {name: get_exporter(name) for name in (*config.formats, *config.cloud_formats, REFERENCE_FORMAT)}
@@ -125,8 +133,10 @@ def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitRe
             traced = prepend(traced, preprocessing.normaliser(sample_shape))
         original = preprocessing.wrap(model, sample_shape)  # the oracle the split is checked against
         profile = profile_model(traced, (1, *sample_shape))
-        decision = choose_split(profile, config.budget, config.mixing.k, config.head_cut, config.tail_cut)
         dataset = load_dataset(config.data, sample_shape, preprocessing, config.skip_bad_images)
+        shares = _negative_shares(traced, profile, dataset)
+        signed = shares if config.cut_features == "signed" else None
+        decision = choose_split(profile, config.budget, config.mixing.k, config.head_cut, config.tail_cut, signed)
         num_classes = _num_classes(model, sample_shape)
         _check_labels(dataset, num_classes)
         if config.eval_data:
@@ -167,11 +177,21 @@ def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitRe
         files = _write_side_files(folder, parts, decoys, held.x, config, sample_shape)
         manifest = _manifest(
             config, model, profile, decision, sample_shape, dataset, num_classes, len(held.y), acc,
-            history, train_seconds, artifacts, files, preprocessing, world, skipped,
+            history, train_seconds, artifacts, files, preprocessing, world, skipped, shares.get(decision.head_cut.name),
         )
         (folder / "manifest.json").write_text(manifest.to_json())
         out = staged.publish()
     return SplitResult(out, manifest, time.perf_counter() - started)
+
+
+def _negative_shares(traced, profile, dataset) -> dict[str, float]:
+    """Each cut's share of negative feature entries on the first training samples (what ``--cut-features`` reads)."""
+    import torch
+
+    from partitioners.profile import negative_shares
+
+    x = torch.from_numpy(np.ascontiguousarray(dataset.x[: min(SIGN_SAMPLES, len(dataset.y))], dtype=np.float32))
+    return negative_shares(traced, profile, x)
 
 
 def _accuracy_before_finetuning(model, parts, held, decoys, config: SplitConfig) -> dict:
@@ -339,7 +359,7 @@ def _versions() -> dict:
 
 
 def _manifest(config, model, profile, decision, sample_shape, dataset, num_classes, n_eval, acc, history, train_seconds, artifacts, files,
-              preprocessing, world, skipped):
+              preprocessing, world, skipped, head_negative_share):
     from datamix_cli.manifest import Manifest
     from partitioners.flops import FLOPS_RULE
 
@@ -368,6 +388,8 @@ def _manifest(config, model, profile, decision, sample_shape, dataset, num_class
         split={
             "head_cut": decision.head_cut.name,
             "tail_cut": decision.tail_cut.name,
+            "cut_features": config.cut_features,
+            "head_negative_share": head_negative_share,
             "uplink": _tensor("mixtures", (-1, *up)),
             "downlink": _tensor("cloud_out", (-1, *down)),
         },
@@ -381,6 +403,7 @@ def _manifest(config, model, profile, decision, sample_shape, dataset, num_class
             "decoys": {"path": "edge/decoys.npz", "count": int(min(config.decoys, len(dataset.y)))},
             "shuffle": config.mixing.shuffle,
             "noise_sigma": config.mixing.noise_sigma,
+            "noise_relative": config.mixing.noise_relative,
             "mix": "m = C·h over the group of k (h flattened per sample); fresh C per group, "
             + ("rows ~ Dirichlet(alpha·1), cond(C) <= kappa_max" if config.mixing.distribution == "dirichlet" else "Haar-random orthogonal (cond 1)"),
             "demix": "z = C⁻¹·z̃ over the group of k",
@@ -406,6 +429,8 @@ def _manifest(config, model, profile, decision, sample_shape, dataset, num_class
             "optimizer": training.optimizer.value,
             "distill": training.distill,
             "feature_match": training.feature_match,
+            "adversarial": training.adversarial,
+            "preset": config.preset,
             "temperature": training.temperature,
             "seed": training.seed,
             "device": training.device,

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from datamix_cli.errors import ConfigError, TrainingDivergedError
-from datamix_cli.mixing import MixingConfig, coefficient_rng, decoy_padding, draw_batch, mix
+from datamix_cli.mixing import MixingConfig, add_noise, coefficient_rng, decoy_padding, draw_batch, mix
 from datamix_cli.options import OptimizerName
 
 
@@ -40,6 +40,7 @@ class FinetuneConfig:
     distill: float = 0.0  # weight of distillation to the original model's logits; 0 turns it off
     temperature: float = 2.0
     feature_match: float = 1.0  # weight of matching de-mixed cloud outputs to the original split's; 0 turns it off
+    adversarial: float = 0.0  # weight of raising a co-trained decoder's reconstruction error (min-max); 0 turns it off
     seed: int | None = None  # seeds batch order and C for reproducible runs; None draws C from OS entropy
     device: str = "cpu"  # a resolved torch device (datamix_cli.devices.resolve_device)
     bf16: bool = False  # bfloat16 autocast of the forward passes (meant for CUDA)
@@ -56,6 +57,8 @@ class FinetuneConfig:
             raise ConfigError(f"distillation weight must be in [0, 1], got {self.distill}")
         if not self.feature_match >= 0:
             raise ConfigError(f"feature-match weight must be >= 0, got {self.feature_match}")
+        if not self.adversarial >= 0:
+            raise ConfigError(f"adversarial weight must be >= 0, got {self.adversarial}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {self.workers}")
 
@@ -67,11 +70,20 @@ def mixed_forward(parts, x: torch.Tensor, c: torch.Tensor, mixing: MixingConfig,
 
 def mixed_features(parts, x: torch.Tensor, c: torch.Tensor, mixing: MixingConfig, generator=None) -> torch.Tensor:
     """De-mixed cloud outputs of ``x``: what the tail receives, with noise and shuffling as configured."""
+    return demixed_cloud(parts, sent_mixtures(parts, x, c, mixing, generator), c, mixing, generator)
+
+
+def sent_mixtures(parts, x: torch.Tensor, c: torch.Tensor, mixing: MixingConfig, generator=None) -> torch.Tensor:
+    """What the cloud receives for ``x`` (G·k samples): head features mixed by C per group, plus the protocol's noise."""
     groups, k = c.shape[0], c.shape[1]
     h = parts.head(x)
     m = mix(c.to(h.dtype), h.reshape(groups, k, *h.shape[1:])).reshape(groups * k, *h.shape[1:])
-    if mixing.noise_sigma:
-        m = m + mixing.noise_sigma * torch.randn(m.shape, generator=generator, dtype=torch.float32).to(m.device, m.dtype)
+    return add_noise(mixing, m, lambda shape: torch.randn(shape, generator=generator, dtype=torch.float32).to(m.device, m.dtype))[0]
+
+
+def demixed_cloud(parts, m: torch.Tensor, c: torch.Tensor, mixing: MixingConfig, generator=None) -> torch.Tensor:
+    """The cloud on mixtures ``m`` (shuffled across groups and back when the protocol shuffles), de-mixed by C⁻¹."""
+    groups, k = c.shape[0], c.shape[1]
     if mixing.shuffle:
         # The cloud sees the batch's mixtures in random order; the edge restores it.
         order = torch.randperm(len(m), generator=generator).to(m.device)
@@ -95,8 +107,10 @@ class _MixedModel(torch.nn.Module):
         self.head, self.cloud, self.tail, self.mixing = parts.head, parts.cloud, parts.tail, mixing
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, generator=None):
-        z = mixed_features(self, x, c, self.mixing, generator)
-        return z, self.tail(z)
+        """(de-mixed features, logits, what the cloud received)."""
+        m = sent_mixtures(self, x, c, self.mixing, generator)
+        z = demixed_cloud(self, m, c, self.mixing, generator)
+        return z, self.tail(z), m
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -222,6 +236,7 @@ def finetune(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
     loader = _loader(x, y, batches, config, device)
     scale = _feature_scale(frozen, x, device) if config.feature_match else None
+    adversary = _Adversary(parts, x, mixing.k, device, config.seed) if config.adversarial else None
     history, step, first_loss = [], 0, None
     _set_train(parts, True)
     try:
@@ -235,7 +250,7 @@ def finetune(
                 # C is drawn on the CPU (the CSPRNG) and only then moved to the device.
                 c = torch.from_numpy(draw_batch(rng, mixing, len(labels) // mixing.k)).float().to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                    z, logits = model(xb, c, generator)
+                    z, logits, sent = model(xb, c, generator)
                     if frozen is not None:
                         with torch.no_grad():
                             target = frozen.cloud(frozen.head(xb))
@@ -248,12 +263,16 @@ def finetune(
                     loss = (1 - config.distill) * loss + config.distill * soft * t * t
                 if config.feature_match:
                     loss = loss + config.feature_match * F.mse_loss(z, target.float()) / scale
+                if adversary is not None:
+                    loss = loss + config.adversarial * adversary.privacy_loss(sent.float(), xb, c)
                 value = mean_across(world, loss.item(), device)  # every rank stops together
                 first_loss = _check_divergence(value, first_loss, step, total, config.lr)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 schedule.step()
+                if adversary is not None:
+                    adversary.step(sent.detach().float(), xb, c)
                 step += 1
                 seen += len(labels)
                 loss_sum += value * len(labels)
@@ -267,6 +286,48 @@ def finetune(
         _set_train(parts, False)
         _to(home, joint)  # back where the caller had them
     return history
+
+
+class _Adversary:
+    """Adversarial privacy fine-tuning: a decoder (the audit's architecture) trained alongside the parts to
+    reconstruct each mixture's dominant input from what the cloud receives, while the parts are trained to raise
+    its error (min-max).
+
+    The privacy loss is the decoder's error relative to guessing the batch's mean image, negated and clipped at
+    that chance level (-1), so the parts gain nothing by pushing reconstructions past uninformative. The decoder
+    exists only during fine-tuning: ``datamix audit`` trains fresh attackers on the exported split and never
+    sees this one.
+    """
+
+    def __init__(self, parts, x, k: int, device, seed: int | None, lr: float = 2e-3):
+        from datamix_cli.attacks import decoder_network  # the audit's decoder: the same capacity
+
+        sample = torch.from_numpy(np.ascontiguousarray(x[:k], dtype=np.float32)).to(device)
+        with torch.no_grad():
+            feature_shape = tuple(parts.head(sample).shape[1:])
+        if seed is not None:
+            torch.manual_seed(seed + 7)
+        self.k = k
+        self.net = decoder_network(feature_shape, tuple(sample.shape[1:])).to(device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
+
+    def _error(self, m: torch.Tensor, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Mean squared error of the decoder's guess of each mixture's dominant input, over that of the mean image."""
+        groups = c.shape[0]
+        dominant = (torch.arange(groups, device=c.device)[:, None] * self.k + c.abs().argmax(dim=2)).reshape(-1)
+        target = x[dominant]
+        standardised = (m - m.mean()) / (m.std() + 1e-6)
+        chance = F.mse_loss(target.mean(dim=0, keepdim=True).expand_as(target), target)
+        return F.mse_loss(self.net(standardised), target) / chance.clamp_min(1e-8)
+
+    def privacy_loss(self, m: torch.Tensor, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return -self._error(m, x, c).clamp(max=1.0)
+
+    def step(self, m: torch.Tensor, x: torch.Tensor, c: torch.Tensor) -> None:
+        loss = self._error(m, x, c)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
 
 
 BN_CALIBRATION_BATCHES = 200  # at most this many batches re-estimate the BatchNorm statistics

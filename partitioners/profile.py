@@ -145,6 +145,27 @@ def profile_model(traced: TracedModel, input_shape: tuple[int, ...]) -> GraphPro
     )
 
 
+def negative_shares(traced: TracedModel, profile: GraphProfile, x) -> dict[str, float]:
+    """Share of negative entries of each cut's tensor on the batch ``x``: 0 after a ReLU (or a sigmoid, a pooling of
+    one), clearly above 0 for features of both signs, such as a residual sum before its activation."""
+    import torch
+    import torch.fx
+
+    wanted = {cut.value: cut.name for cut in profile.cut_points}
+    shares = {}
+
+    class Recording(torch.fx.Interpreter):
+        def run_node(self, node):
+            result = super().run_node(node)
+            if node.name in wanted and isinstance(result, torch.Tensor) and result.is_floating_point():
+                shares[wanted[node.name]] = float((result < 0).float().mean())
+            return result
+
+    with torch.no_grad():
+        Recording(traced.module).run(x)
+    return shares
+
+
 def _run_counting(traced: TracedModel, example):
     import torch
     import torch.fx

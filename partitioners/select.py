@@ -14,6 +14,9 @@ from datamix_cli.errors import BudgetError, CutError
 from partitioners.profile import CutPoint, GraphProfile
 
 MIN_K, MAX_K = 2, 64
+# A cut counts as "signed" (features of both signs) when at least this share of its entries is negative. After a
+# ReLU the share is exactly 0; a residual sum or a BatchNorm output before its activation is typically 30-50 %.
+SIGNED_MIN_SHARE = 0.05
 
 
 def mixing_flops(cut: CutPoint, k: int) -> int:
@@ -77,8 +80,14 @@ def choose_split(
     k: int = 4,
     head_cut: str | None = None,
     tail_cut: str | None = None,
+    negative_shares: dict[str, float] | None = None,
 ) -> SplitDecision:
-    """Pick head and tail cuts; explicit cut names override the budget."""
+    """Pick head and tail cuts; explicit cut names override the budget.
+
+    With ``negative_shares`` (each cut's share of negative entries, measured on data) the head is the deepest
+    cut within the budget whose features take both signs: a pre-activation cut, where non-negative blind
+    separation of a group's mixtures has nothing to hold on to.
+    """
     if not 0 < budget <= 1:
         raise BudgetError(f"budget must be in (0, 1], got {budget}")
     validate_k(k)
@@ -104,4 +113,12 @@ def choose_split(
             f"budget {budget:g} is infeasible: the smallest achievable edge share is {best.edge_fraction:.4f} "
             f"(head cut {best.head_cut.name!r}, tail cut {tail.name!r}, k={k})"
         )
-    return feasible[-1]
+    if negative_shares is None:
+        return feasible[-1]
+    signed = [d for d in feasible if negative_shares.get(d.head_cut.name, 0.0) >= SIGNED_MIN_SHARE]
+    if not signed:
+        raise BudgetError(
+            f"no cut within budget {budget:g} has features of both signs (at least {SIGNED_MIN_SHARE:.0%} negative); "
+            "raise --budget or use --cut-features any"
+        )
+    return signed[-1]

@@ -8,12 +8,18 @@ from datamix_cli.attacks import (
     abs_correlation,
     align_scale,
     amari_index,
+    cycle_naturalness,
+    group_stack,
     ica_unmix,
     image_metrics,
     is_nonnegative,
+    label_logits,
+    match_outputs,
     match_sources,
+    permutation_invariant_mse,
     reidentification,
     separable_unmix,
+    span_search,
     train_decoder,
     train_label_classifier,
 )
@@ -164,3 +170,107 @@ def test_reidentification_is_perfect_for_the_truth_and_near_chance_for_noise():
 def test_abs_correlation_is_scale_and_sign_invariant():
     a = np.random.default_rng(10).random((3, 50))
     np.testing.assert_allclose(np.diag(abs_correlation(a, -2.5 * a + 1)), 1.0)
+
+
+def test_permutation_invariant_mse_is_the_loss_of_the_best_assignment():
+    """Against brute force over all k! assignments, and the gradient reaches the outputs only through that one."""
+    import itertools
+
+    import torch
+
+    rng = np.random.default_rng(11)
+    prediction = torch.tensor(rng.random((5, 3 * 2, 4)), dtype=torch.float64, requires_grad=True)  # 5 groups of k = 3
+    target = torch.tensor(rng.random((5, 3 * 2, 4)))
+    loss = permutation_invariant_mse(3)(prediction, target)
+    pred, true = prediction.detach().numpy().reshape(5, 3, -1), target.numpy().reshape(5, 3, -1)
+    best = [min(((p[list(order)] - t) ** 2).mean() for order in itertools.permutations(range(3))) for p, t in zip(pred, true)]
+    np.testing.assert_allclose(loss.item(), np.mean(best))
+    loss.backward()
+    grad = prediction.grad.numpy().reshape(5, 3, -1)
+    order = [min(itertools.permutations(range(3)), key=lambda o: ((p[list(o)] - t) ** 2).mean()) for p, t in zip(pred, true)]
+    expected = np.stack([2 * (p[list(o)] - t)[np.argsort(o)] for p, t, o in zip(pred, true, order)]) / pred.size
+    np.testing.assert_allclose(grad, expected, atol=1e-12)
+
+
+def test_group_decoder_unmixes_groups_of_digits_and_not_noise():
+    """The group decoder (k mixtures in, k images out, permutation-invariant loss) recovers both digits of
+    orthogonally mixed pairs far above the best of k random public digits, and nothing from noise."""
+    from datamix_cli.data import load_dataset
+
+    k, rng = 2, coefficient_rng(12)
+    x = load_dataset("digits", (1, 8, 8)).x
+    x_pub, x_test = x[:800], x[1200:1264]
+    config = MixingConfig(k=k, distribution="orthogonal")
+
+    def mixed(samples):
+        cs = draw_batch(rng, config, len(samples) // k)
+        return mix(cs, samples.reshape(len(cs), k, -1)).reshape(samples.shape).astype(np.float32)
+
+    def public_groups(_epoch=0):
+        order = rng.permutation(len(x_pub))
+        return group_stack(mixed(x_pub[order]), k), group_stack(x_pub[order], k)
+
+    decode = train_decoder(*public_groups(), epochs=5, batch=32, resample=public_groups, loss=permutation_invariant_mse(k))
+
+    def mean_psnr(inputs):
+        outputs = decode(group_stack(inputs, k)).reshape(x_test.shape)
+        paired = np.concatenate([outputs[g : g + k][match_outputs(outputs[g : g + k], x_test[g : g + k])] for g in range(0, len(x_test), k)])
+        return np.mean([image_metrics(r, t)[1] for r, t in zip(paired, x_test)])
+
+    guesses = x_pub[np.random.default_rng(13).choice(len(x_pub), size=(len(x_test), k))]
+    chance = np.mean([max(image_metrics(g, t)[1] for g in pool) for pool, t in zip(guesses, x_test)])
+    assert mean_psnr(mixed(x_test)) > chance + 3.0
+    assert mean_psnr(np.random.default_rng(14).standard_normal(x_test.shape).astype(np.float32)) < chance
+
+
+@pytest.fixture(scope="module")
+def tanh_head():
+    """A pre-activation cut of a random two-layer head (conv, tanh, conv) on 8x8 digits: features of both signs,
+    so non-negative separation does not apply; its public decoder; 64 audited samples."""
+    import torch
+    from torch import nn
+
+    from datamix_cli.data import load_dataset
+
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.Tanh(), nn.Conv2d(8, 8, 3, padding=1)).eval().requires_grad_(False)
+    digits = load_dataset("digits", (1, 8, 8))
+    with torch.no_grad():
+        h = head(torch.from_numpy(digits.x)).numpy()
+    public, audited = slice(0, 800), slice(1200, 1264)
+    decoder = train_decoder(h[public], digits.x[public], epochs=5)
+    return h[audited], h[public].reshape(800, -1).mean(axis=0), cycle_naturalness(head, decoder)
+
+
+@pytest.mark.parametrize("distribution", ["dirichlet", "orthogonal"])
+def test_span_search_recovers_features_of_both_signs(tanh_head, distribution):
+    h, mu, naturalness = tanh_head
+    assert np.mean(h < 0) > 0.3
+    k = 4
+    cs = draw_batch(coefficient_rng(15), MixingConfig(k=k, distribution=distribution), len(h) // k)
+    truth = h.reshape(len(cs), k, -1)
+    m = mix(cs, truth).astype(np.float32)
+    inits = np.stack([np.stack([np.eye(k), ica_unmix(rows - mu)[0]]) for rows in m])
+    w, found, _ = span_search(m, inits, naturalness, mu, h.shape[1:])
+    searched = np.mean([match_sources(f - mu, t - mu)[1].mean() for f, t in zip(found, truth)])
+    single = np.mean([abs_correlation(rows - mu, t - mu).max(axis=0).mean() for rows, t in zip(m, truth)])
+    ica = np.mean([match_sources(ica_unmix(rows - mu)[1], t - mu)[1].mean() for rows, t in zip(m, truth)])
+    assert searched > 0.85 and searched > single + 0.1 and searched > ica + 0.1, (searched, single, ica)
+    assert np.mean([amari_index(wg, c) for wg, c in zip(w, cs)]) < 0.3
+
+
+def test_span_search_finds_nothing_in_the_span_of_noise(tanh_head):
+    h, mu, naturalness = tanh_head
+    k = 4
+    truth = h.reshape(len(h) // k, k, -1)
+    noise = (mu + h.std() * np.random.default_rng(16).standard_normal(truth.shape)).astype(np.float32)
+    _, found, _ = span_search(noise, np.stack([np.eye(k)[None]] * len(truth)), naturalness, mu, h.shape[1:], steps=20)
+    assert np.mean([match_sources(f - mu, t - mu)[1].mean() for f, t in zip(found, truth)]) < 0.2
+
+
+def test_label_logits_is_the_label_classifier():
+    from datamix_cli.data import load_dataset
+
+    digits = load_dataset("digits", (1, 8, 8))
+    logits = label_logits(digits.x[:600], digits.y[:600])(__import__("torch").from_numpy(digits.x[600:700]))
+    np.testing.assert_array_equal(logits.argmax(dim=1).numpy(), train_label_classifier(digits.x[:600], digits.y[:600])(digits.x[600:700]))

@@ -21,19 +21,23 @@ def split(
     input_shape: str = typer.Option(None, "--input-shape", help="Model input with batch dimension, e.g. 1,1,32,32."),
     budget: float = typer.Option(0.2, "--budget", help="Largest share of the model's FLOPs the edge may run, in (0, 1]."),
     head_cut: str = typer.Option(None, "--head-cut", help="End the head at this cut instead of the budget's choice."),
+    cut_features: str = typer.Option(None, "--cut-features", help="any, or signed: the deepest cut within budget whose features take both signs (pre-activation; non-negative separation cannot hold on to them). Default any."),
     tail_cut: str = typer.Option(None, "--tail-cut", help="Start the tail at this cut instead of the one before the classifier."),
-    k: int = typer.Option(4, "--k", help="Group size: inputs mixed together (2..64)."),
-    mixing: str = typer.Option("dirichlet", "--mixing", help="Distribution of C: dirichlet (rows ~ Dirichlet(alpha), cond <= kappa-max) or orthogonal (Haar, cond 1, any k)."),
-    alpha: float = typer.Option(1.0, "--alpha", help="Dirichlet concentration of the rows of C (> 0)."),
-    kappa_max: float = typer.Option(20.0, "--kappa-max", help="Largest condition number of C (>= 1)."),
-    noise: float = typer.Option(0.0, "--noise", help="Std of Gaussian noise added to mixtures (trained with)."),
-    shuffle: bool = typer.Option(False, "--shuffle/--no-shuffle", help="Shuffle mixtures across groups before sending."),
+    preset: str = typer.Option("default", "--preset", help="default, or private: the sweep's most private protocol within 3 points of accuracy (see README); explicit options win."),
+    k: int = typer.Option(None, "--k", help="Group size: inputs mixed together (2..64). Default 4."),
+    mixing: str = typer.Option(None, "--mixing", help="Distribution of C: dirichlet (rows ~ Dirichlet(alpha), cond <= kappa-max) or orthogonal (Haar, cond 1, any k). Default dirichlet."),
+    alpha: float = typer.Option(None, "--alpha", help="Dirichlet concentration of the rows of C (> 0). Default 1."),
+    kappa_max: float = typer.Option(None, "--kappa-max", help="Largest condition number of C (>= 1). Default 20."),
+    noise: float = typer.Option(None, "--noise", help="Std of Gaussian noise added to mixtures (trained with), absolute. Default 0."),
+    noise_relative: float = typer.Option(None, "--noise-relative", help="Std of Gaussian noise in units of each group's mixture RMS (trained with; fine-tuning cannot outgrow it). Default 0."),
+    shuffle: bool = typer.Option(None, "--shuffle/--no-shuffle", help="Shuffle mixtures across groups before sending. Default off."),
     epochs: int = typer.Option(12, "--epochs", help="Mixing-aware fine-tuning epochs."),
     lr: float = typer.Option(3e-3, "--lr", help="Learning rate."),
     batch_size: int = typer.Option(64, "--batch-size", help="Batch size, a multiple of k."),
     optimizer: OptimizerName = typer.Option(OptimizerName.adam, "--optimizer", help="Optimizer."),
     distill: float = typer.Option(0.0, "--distill", help="Weight of distillation to the original model's logits (0 = off)."),
     feature_match: float = typer.Option(1.0, "--feature-match", help="Weight of matching de-mixed cloud outputs to the original model's (0 = off)."),
+    adversarial: float = typer.Option(None, "--adversarial", help="Weight of adversarial privacy fine-tuning: raise the error of a decoder trained alongside on the mixtures. Default 0 (off)."),
     seed: int = typer.Option(None, "--seed", help="Seed training (batch order, C) for reproducible runs; default: OS entropy."),
     eval_seed: int = typer.Option(0, "--eval-seed", help="Seed of the C used to evaluate accuracy and verify artifacts."),
     holdout: float = typer.Option(0.2, "--holdout", help="Share of the data held out for evaluation (unless --eval-data)."),
@@ -59,9 +63,12 @@ def split(
     from datamix_cli.devices import resolve_device
     from datamix_cli.mixing import MixingConfig
     from datamix_cli.options import parse_shape
+    from datamix_cli.presets import resolve
     from datamix_cli.splitting import SplitConfig, run_split
     from datamix_cli.training import FinetuneConfig
 
+    o = resolve(preset, {"k": k, "mixing": mixing, "alpha": alpha, "kappa_max": kappa_max, "noise": noise, "noise_relative": noise_relative,
+                         "shuffle": shuffle, "cut_features": cut_features, "adversarial": adversarial})
     config = SplitConfig(
         source=model_source(model, weights, trust_pickle, model_kwargs),
         data=data,
@@ -70,8 +77,10 @@ def split(
         budget=budget,
         head_cut=head_cut,
         tail_cut=tail_cut,
-        mixing=MixingConfig(k=k, alpha=alpha, kappa_max=kappa_max, shuffle=shuffle, noise_sigma=noise, distribution=mixing),
-        training=FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, distill=distill, feature_match=feature_match, seed=seed,
+        cut_features=o["cut_features"],
+        mixing=MixingConfig(k=o["k"], alpha=o["alpha"], kappa_max=o["kappa_max"], shuffle=o["shuffle"], noise_sigma=o["noise"],
+                            distribution=o["mixing"], noise_relative=o["noise_relative"]),
+        training=FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, distill=distill, feature_match=feature_match, adversarial=o["adversarial"], seed=seed,
                                 device=resolve_device(device), bf16=bf16, workers=workers),
         holdout=holdout,
         eval_data=eval_data,
@@ -88,6 +97,7 @@ def split(
         force=force,
         allow_mismatch=allow_mismatch,
         allow_low_accuracy=allow_low_accuracy,
+        preset=preset,
     )
     if as_json:
         result = run_split(config, report=lambda message: typer.echo(message, err=True) if message.startswith("warning:") else None)
