@@ -1,8 +1,9 @@
 """Attacks a curious cloud can mount on what DataMix sends it.
 
-Pure functions over NumPy (torch only to train the inversion decoder). Each
-attack is tested to succeed where it should (tests/test_attacks.py): an attack
-too weak to succeed anywhere would make every split look private.
+Pure functions over NumPy; torch, imported lazily, to train the decoders and
+for the span search's gradients. Each attack is tested to succeed where it
+should and to fail on noise (tests/test_attacks.py): an attack too weak to
+succeed anywhere would make every split look private.
 """
 
 from __future__ import annotations

@@ -268,10 +268,14 @@ def mixture_corr_unrelated(flat_h: np.ndarray, k: int) -> list[float]:
     return [float(abs_correlation(flat_h[i : i + 1], flat_h[partner[i] : partner[i] + 1])[0, 0]) for i in range(n)]
 
 
+MAX_CHANCE_POOL = 64  # best-of-pool guesses scored per sample at most (a shuffled split pairs among all N)
+
+
 class Judge:
     """Scores reconstructions of audited inputs next to uninformed guesses on the same samples and against the
     same truth: the public mean image, a random public image and, for views whose pairing with samples used the
-    truth (picking, per sample, one of ``pool`` candidates), the best of ``pool`` random public images."""
+    truth (picking, per sample, one of ``pool`` candidates), the best of ``pool`` random public images (at most
+    MAX_CHANCE_POOL of them: a smaller pool lowers that chance, so errs towards "leaks")."""
 
     def __init__(self, scene: _Scene, seed: int):
         self.images, self.labels, self.public = scene.x, scene.y, scene.x_pub
@@ -279,17 +283,17 @@ class Judge:
         self.predicted = scene.classify(scene.x)  # the classifier on the true inputs: the ceiling of label accuracy
         self.rng = np.random.default_rng(seed)
         n = len(self.images)
-        self.guesses = {
-            "mean_public_image": np.repeat(self.public.mean(axis=0, keepdims=True), n, axis=0)[:, None],
-            "random_public_image": self.public[self.rng.choice(len(self.public), size=n)][:, None],
-        }
-        self._best_of = {}
+        # Guesses as indices into the public images, (N, j) per audited sample: j candidates, the best one counts.
+        self.guesses = {"random_public_image": self.rng.choice(len(self.public), size=(n, 1))}
+        self.mean_image = self.public.mean(axis=0)
+        self._pools = {}
 
-    def best_of(self, pool: int) -> np.ndarray:
-        """``pool`` random public images per audited sample, (N, pool, ...), drawn once per pool size."""
-        if pool not in self._best_of:
-            self._best_of[pool] = self.public[self.rng.choice(len(self.public), size=(len(self.images), pool))]
-        return self._best_of[pool]
+    def pool(self, size: int) -> tuple[str, np.ndarray]:
+        """The best-of-``size`` guess: its name and (N, size) public indices, drawn once per size."""
+        size = min(size, MAX_CHANCE_POOL, len(self.public))
+        if size not in self._pools:
+            self._pools[size] = self.rng.choice(len(self.public), size=(len(self.images), size))
+        return f"best_of_{size}_public_images", self._pools[size]
 
     def __call__(self, recon: np.ndarray, targets: np.ndarray | None = None, pool: int | None = None) -> dict:
         """SSIM / PSNR of ``recon`` against ``images[targets]`` (default: each its own sample), each chance guess's,
@@ -300,15 +304,17 @@ class Judge:
         targets = np.arange(len(self.images)) if targets is None else targets
         truth = self.images[targets]
 
-        def both(candidates):  # candidates (N, j, ...): per sample the best of its j candidates, SSIM and PSNR apart
-            scores = np.array([[image_metrics(c, t) for c in group] for group, t in zip(candidates, truth)])
-            return _summary(scores[:, :, 0].max(axis=1)), _summary(scores[:, :, 1].max(axis=1))
+        def both(candidates):  # per sample the best of its candidates, SSIM and PSNR apart
+            scores = [np.array([image_metrics(c, t) for c in candidates(i)]).max(axis=0) for i, t in enumerate(truth)]
+            return _summary([s for s, _ in scores]), _summary([p for _, p in scores])
 
-        guesses = dict(self.guesses)
+        guesses = {name: indices[targets] for name, indices in self.guesses.items()}
         if pool:
-            guesses[f"best_of_{pool}_public_images"] = self.best_of(pool)[targets]
-        ssim, psnr = both(recon[:, None])
-        chance = {name: dict(zip(("ssim", "psnr_db"), both(candidates))) for name, candidates in guesses.items()}
+            name, indices = self.pool(pool)
+            guesses[name] = indices[targets]
+        ssim, psnr = both(lambda i: recon[i : i + 1])
+        chance = {"mean_public_image": dict(zip(("ssim", "psnr_db"), both(lambda i: self.mean_image[None]))),
+                  **{name: dict(zip(("ssim", "psnr_db"), both(lambda i, g=g: self.public[g[i]]))) for name, g in guesses.items()}}
         best_ssim = max((c["ssim"]["mean"] for c in chance.values() if c["ssim"]["mean"] is not None), default=None)
         best_psnr = max(c["psnr_db"]["mean"] for c in chance.values())
         return {
@@ -319,22 +325,20 @@ class Judge:
             "ssim_advantage": None if ssim["mean"] is None or best_ssim is None else ssim["mean"] - best_ssim,
             "psnr_advantage_db": psnr["mean"] - best_psnr,
             "reidentification": {"accuracy": reidentification(recon, self.images, targets), "chance": 1.0 / len(self.images)},
-            "classifier_label": self.label_accuracy(recon, targets, guesses if pool else None),
+            "classifier_label": self.label_accuracy(recon, targets, guesses[name] if pool else None),
         }
 
-    def label_accuracy(self, recon: np.ndarray, targets: np.ndarray, guesses: dict | None) -> dict:
+    def label_accuracy(self, recon: np.ndarray, targets: np.ndarray, pool: np.ndarray | None) -> dict:
         """The split's model's label for each reconstruction against its target's true label. Chance: the majority
         class rate of the targets, or for views paired by the truth, the label of the best (least MSE) of the
-        pool's random public images, which that pairing would also have favoured."""
+        pool's random public images (indices, (N, j)), which that pairing would also have favoured."""
         labels = self.labels[targets]
         counts = np.bincount(labels)
         chance = float(counts.max() / counts.sum())
-        if guesses:
-            name = next(n for n in guesses if n.startswith("best_of_"))
-            pool, truth = guesses[name], self.images[targets]
-            errors = ((pool - truth[:, None]) ** 2).reshape(len(pool), pool.shape[1], -1).mean(axis=2)
-            nearest = pool[np.arange(len(pool)), errors.argmin(axis=1)]
-            chance = max(chance, float((self.classify(nearest) == labels).mean()))
+        if pool is not None:
+            truth = self.images[targets].reshape(len(targets), -1)
+            nearest = [g[((self.public[g].reshape(len(g), -1) - t) ** 2).mean(axis=1).argmin()] for g, t in zip(pool, truth)]
+            chance = max(chance, float((self.classify(self.public[nearest]) == labels).mean()))
         return {"accuracy": float((self.classify(recon) == labels).mean()), "chance": chance}
 
 
