@@ -233,7 +233,7 @@ def group_sigma(mixing, rows: np.ndarray) -> float:
     group's RMS, which the noise itself barely changes)."""
     from datamix_cli.mixing import noise_std
 
-    return float(noise_std(mixing, rows).ravel()[0]) if mixing.noisy else 0.0
+    return float(noise_std(mixing, rows)[0]) if mixing.noisy else 0.0
 
 
 def pair_components(scene: _Scene, components: list, mu: np.ndarray, align: bool) -> tuple[list, np.ndarray]:

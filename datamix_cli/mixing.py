@@ -113,18 +113,15 @@ def mix(c, h):
 
 
 def noise_std(config: MixingConfig, mixtures):
-    """Std of the noise on each group of ``mixtures`` (G·k, ...): σ + r·RMS of the group, shape (G·k, 1, ..., 1).
+    """Std of the noise on each group of ``mixtures`` (G·k, ...): σ + r·RMS of the group, shape (G,).
 
     NumPy or torch (torch: no gradient flows through the scale, which the edge computes as a number).
     """
-    k = config.k
-    flat = mixtures.reshape(len(mixtures) // k, -1)
+    flat = mixtures.reshape(len(mixtures) // config.k, -1)
     rms = (flat * flat).mean(1) ** 0.5
     if hasattr(rms, "detach"):
         rms = rms.detach()
-    std = config.noise_sigma + config.noise_relative * rms
-    per_row = std.repeat_interleave(k) if hasattr(std, "repeat_interleave") else np.repeat(std, k)
-    return per_row.reshape(len(mixtures), *([1] * (mixtures.ndim - 1)))
+    return config.noise_sigma + config.noise_relative * rms
 
 
 def add_noise(config: MixingConfig, mixtures, standard_normal):
@@ -132,7 +129,8 @@ def add_noise(config: MixingConfig, mixtures, standard_normal):
     same kind (NumPy or torch). Returns (noisy mixtures, the noise)."""
     if not config.noisy:
         return mixtures, None
-    noise = noise_std(config, mixtures) * standard_normal(mixtures.shape)
+    std = noise_std(config, mixtures)
+    noise = (std[:, None] * standard_normal(mixtures.shape).reshape(len(std), -1)).reshape(mixtures.shape)
     return mixtures + noise, noise
 
 
