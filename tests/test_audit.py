@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from datamix_cli.auditing import ATTACKS, AuditConfig, Judge, attack_group, attack_separation, audit_scene, best_attacks, build_scene, verdict
+from datamix_cli.auditing import ATTACKS, AuditConfig, attack_group, attack_separation, audit_scene, build_scene
+from datamix_cli.judging import Judge, best_attacks, verdict
 from datamix_cli.main import app
 
 FAST = dict(samples=64, decoder_epochs=4, search_steps=16)
