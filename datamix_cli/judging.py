@@ -73,9 +73,10 @@ class Judge:
             return summary([s for s, _ in scores]), summary([p for _, p in scores])
 
         guesses = {name: indices[targets] for name, indices in self.guesses.items()}
+        pool_guess = None
         if pool:
-            name, indices = self.pool(pool)
-            guesses[name] = indices[targets]
+            pool_name, indices = self.pool(pool)
+            pool_guess = guesses[pool_name] = indices[targets]
         ssim, psnr = both(lambda i: recon[i : i + 1])
         chance = {"mean_public_image": dict(zip(("ssim", "psnr_db"), both(lambda i: self.mean_image[None]))),
                   **{name: dict(zip(("ssim", "psnr_db"), both(lambda i, g=g: self.public[g[i]]))) for name, g in guesses.items()}}
@@ -86,10 +87,11 @@ class Judge:
             "psnr_db": psnr,
             "chance": chance,
             "paired_by_truth": pool,
+            "chance_pool": None if pool_guess is None else pool_guess.shape[1],  # the best-of size scored (capped)
             "ssim_advantage": None if ssim["mean"] is None or best_ssim is None else ssim["mean"] - best_ssim,
             "psnr_advantage_db": psnr["mean"] - best_psnr,
             "reidentification": {"accuracy": reidentification(recon, self.images, targets), "chance": 1.0 / len(self.images)},
-            "classifier_label": self.label_accuracy(recon, targets, guesses[name] if pool else None),
+            "classifier_label": self.label_accuracy(recon, targets, pool_guess),
         }
 
     def label_accuracy(self, recon: np.ndarray, targets: np.ndarray, pool: np.ndarray | None) -> dict:

@@ -117,6 +117,8 @@ def noise_std(config: MixingConfig, mixtures):
 
     NumPy or torch (torch: no gradient flows through the scale, which the edge computes as a number).
     """
+    if len(mixtures) % config.k:
+        raise ProtocolError(f"{len(mixtures)} mixtures are not whole groups of k={config.k}")
     flat = mixtures.reshape(len(mixtures) // config.k, -1)
     rms = (flat * flat).mean(1) ** 0.5
     if hasattr(rms, "detach"):

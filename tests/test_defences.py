@@ -15,6 +15,7 @@ from datamix_cli.main import app
 
 
 def test_relative_noise_follows_each_groups_rms_in_numpy_and_torch():
+    from datamix_cli.errors import ProtocolError
     from datamix_cli.mixing import MixingConfig, add_noise
 
     config = MixingConfig(k=4, noise_relative=0.25, noise_sigma=0.01)
@@ -33,6 +34,8 @@ def test_relative_noise_follows_each_groups_rms_in_numpy_and_torch():
             assert abs(noise[g * 4 : (g + 1) * 4].std() / expected - 1) < 0.03, (kind, g)
         np.testing.assert_allclose(np.asarray(noisy) - noise, m, rtol=1e-6, atol=1e-4)
     assert add_noise(MixingConfig(k=4), m, normal) == (m, None)
+    with pytest.raises(ProtocolError, match="not whole groups of k=4"):  # 6 rows would pass as one group of 6
+        add_noise(config, m[:6], np.random.default_rng(1).standard_normal)
 
 
 def test_negative_shares_match_the_layers_run_by_hand():

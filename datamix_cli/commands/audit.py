@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-# auditing.ATTACKS, spelled out so that `datamix --help` need not import the audit (a test keeps them equal).
+# judging.ATTACKS, spelled out so that `datamix --help` need not import the audit (a test keeps them equal).
 DEFAULT_ATTACKS = "separation,inversion,adaptive,group,optimisation,label"
 
 
@@ -145,7 +145,7 @@ def _reconstruction_table(result: dict, timing: dict):
     table = Table(title=f"attacks 2-4: reconstruction{' (' + times + ')' if times else ''}")
     for column in ("attack", "SSIM (chance)", "PSNR dB (chance)", "re-identified (chance)", "model's label (chance)"):
         table.add_column(column, justify="left" if column == "attack" else "right")
-    pools = sorted({r["paired_by_truth"] for _, r in rows if r.get("paired_by_truth")})
+    pools = sorted({r.get("chance_pool") or r["paired_by_truth"] for _, r in rows if r.get("paired_by_truth")})
     for label, r in rows:
         ssim = "—" if r["ssim"]["mean"] is None else f"{r['ssim']['mean']:.3f}"
         if r["ssim_advantage"] is not None:
