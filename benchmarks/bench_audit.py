@@ -29,6 +29,7 @@ NOISE = ["--noise-relative", "0.3"]
 ADVERSARIAL = ["--adversarial", "1.0"]
 SETTINGS = {  # name -> split options; the default protocol is Dirichlet rows, k = 4, at the budget's (post-ReLU) cut
     "default (Dirichlet k4)": [],
+    "orthogonal k8": ["--mixing", "orthogonal", "--k", "8"],
     "orthogonal k16": ["--mixing", "orthogonal", "--k", "16"],
     "orthogonal k16 + noise": ["--mixing", "orthogonal", "--k", "16", *NOISE],
     "signed cut": SIGNED,
