@@ -307,14 +307,13 @@ class _Adversary:
             feature_shape = tuple(parts.head(sample).shape[1:])
         if seed is not None:
             torch.manual_seed(seed + 7)
-        self.k = k
         self.net = decoder_network(feature_shape, tuple(sample.shape[1:])).to(device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
 
     def _error(self, m: torch.Tensor, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Mean squared error of the decoder's guess of each mixture's dominant input, over that of the mean image."""
-        groups = c.shape[0]
-        dominant = (torch.arange(groups, device=c.device)[:, None] * self.k + c.abs().argmax(dim=2)).reshape(-1)
+        groups, k = c.shape[0], c.shape[1]  # C is (G, k, k): the k of what was sent, never a stale copy
+        dominant = (torch.arange(groups, device=c.device)[:, None] * k + c.abs().argmax(dim=2)).reshape(-1)
         target = x[dominant]
         standardised = (m - m.mean()) / (m.std() + 1e-6)
         chance = F.mse_loss(target.mean(dim=0, keepdim=True).expand_as(target), target)
