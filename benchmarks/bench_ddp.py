@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_ddp.py [--epochs 4]
 
-Trains the small CNN on the fine-tuning part of digits (as tests/conftest.py
+Trains the small CNN on the fine-tuning part of digits (as tests/helpers
 does), then runs the same ``datamix split`` (32×32, k = 4, batch 64, seed 0,
 ONNX edge, TorchScript cloud) once as one process and once under
 ``torchrun --nproc-per-node 2`` (gloo; each process gets 1 thread, the
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
 
-    from conftest import train_on_digits
+    from tests.helpers import train_on_digits
     from examples.models import small_cnn
 
     work = Path(tempfile.mkdtemp(prefix="datamix-ddp-"))

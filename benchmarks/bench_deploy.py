@@ -51,7 +51,7 @@ def make_split(out: Path) -> None:
 
 def load_test(url: str, folder: Path, x: np.ndarray, clients: int, requests: int) -> dict:
     """``clients`` threads, each an edge client sending ``requests`` requests of one group."""
-    from datamix_cli.client import EdgeClient, OipClient
+    from datamix_cli.serving.client import EdgeClient, OipClient
 
     k = json.loads((folder / "manifest.json").read_text())["protocol"]["k"]
     latencies, errors = [], []
@@ -94,7 +94,7 @@ def triton_batch_stats(url: str, model: str) -> float:
 
 
 def cloud_formats(folder: Path, rounds: int = 5, batch: int = 16, calls: int = 50) -> dict:
-    from datamix_cli.manifest import load_manifest
+    from datamix_cli.artifacts.manifest import load_manifest
     from exporters import get_exporter
 
     manifest = load_manifest(folder)
@@ -119,10 +119,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     args = parser.parse_args()
 
-    from datamix_cli.data import load_dataset
-    from datamix_cli.deploy import TritonConfig, export_triton
-    from datamix_cli.loopback import ServerProcess, free_port
-    from triton_server import TritonServer, unavailable_reason
+    from datamix_cli.data.datasets import load_dataset
+    from datamix_cli.serving.deploy import TritonConfig, export_triton
+    from datamix_cli.serving.loopback import ServerProcess, free_port
+    from tests.helpers.triton_server import TritonServer, unavailable_reason
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

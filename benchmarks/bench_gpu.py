@@ -8,7 +8,7 @@ random weights and learn a small task made here). Two parts:
 
 1. **Throughput.** ``torchvision.models.NAME(num_classes=10)`` at 224², batch
    64 of in-memory host images moved to the GPU per step, Adam. *Plain*: the
-   whole model, cross-entropy. *Mixing-aware*: ``datamix_cli.training.finetune``
+   whole model, cross-entropy. *Mixing-aware*: ``datamix_cli.training.finetune.finetune``
    on the model cut at the 20 % FLOPs budget with k = 4 (head → mix →
    cloud → de-mix → tail, feature matching on: a frozen copy of the parts
    gives the targets each step), and without feature matching. Both read
@@ -44,8 +44,8 @@ def throughput(name: str, steps: int, bf16: bool, batch: int = 64, k: int = 4, d
     import torch.nn.functional as F
     import torchvision
 
-    from datamix_cli.mixing import MixingConfig
-    from datamix_cli.training import FinetuneConfig, finetune
+    from datamix_cli.protocol.mixing import MixingConfig
+    from datamix_cli.training.finetune import FinetuneConfig, finetune
     from partitioners.graph import trace_model
     from partitioners.partition import partition
     from partitioners.profile import profile_model
@@ -126,8 +126,8 @@ def train_mobilenet(folder: Path, weights: Path, epochs: int = 40, device: str =
     import torch.nn.functional as F
     import torchvision
 
-    from datamix_cli.data import load_dataset
-    from datamix_cli.preprocess import Preprocessing
+    from datamix_cli.data.datasets import load_dataset
+    from datamix_cli.data.preprocessing import Preprocessing
 
     spec = Preprocessing.build((3, 224, 224), "imagenet")
     train, held = load_dataset(str(folder), (3, 224, 224), spec).split(0.2, 0)

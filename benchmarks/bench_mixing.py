@@ -24,11 +24,11 @@ from _results import record  # noqa: E402
 def main() -> None:
     import torch
 
-    from datamix_cli.data import load_dataset
-    from datamix_cli.loading import ModelSource
-    from datamix_cli.mixing import MixingConfig
-    from datamix_cli.splitting import SplitConfig, run_split
-    from datamix_cli.training import FinetuneConfig
+    from datamix_cli.data.datasets import load_dataset
+    from datamix_cli.model.loading import ModelSource
+    from datamix_cli.protocol.mixing import MixingConfig
+    from datamix_cli.pipeline.split import SplitConfig, run_split
+    from datamix_cli.training.finetune import FinetuneConfig
     from examples.models import small_cnn
     from examples.train import train
 

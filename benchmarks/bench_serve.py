@@ -41,7 +41,7 @@ def plain_parts(manifest, tmp: Path):
     """Head and tail without mixing, exported from the same architecture and cuts (timing only)."""
     import torch
 
-    from datamix_cli.loading import ModelSource, load_model
+    from datamix_cli.model.loading import ModelSource, load_model
     from exporters import get_exporter
     from partitioners.graph import trace_model
     from partitioners.partition import partition
@@ -64,10 +64,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=400)
     args = parser.parse_args()
 
-    from datamix_cli.client import EdgeClient, OipClient
-    from datamix_cli.data import load_dataset
-    from datamix_cli.loopback import LoopbackConfig, ServerProcess, free_port, run_serve_local
-    from datamix_cli.manifest import load_manifest
+    from datamix_cli.serving.client import EdgeClient, OipClient
+    from datamix_cli.data.datasets import load_dataset
+    from datamix_cli.serving.loopback import LoopbackConfig, ServerProcess, free_port, run_serve_local
+    from datamix_cli.artifacts.manifest import load_manifest
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -33,7 +33,7 @@ K = 4
 
 
 def run_split(out: Path, kappa: float) -> tuple[float, dict]:
-    from datamix_cli.manifest import load_manifest
+    from datamix_cli.artifacts.manifest import load_manifest
 
     cmd = [
         str(Path(sys.executable).parent / "datamix"), "split", "examples/models.py:resnet", "--weights", str(CHECKPOINT),
@@ -60,7 +60,7 @@ def edge_timing(manifest, folder: Path, repeat: int) -> dict:
     """Median ms per group of k on onnxruntime with one thread, all measured in this one process."""
     import torch
 
-    from datamix_cli.loading import ModelSource, load_model
+    from datamix_cli.model.loading import ModelSource, load_model
     from exporters import get_exporter
     from partitioners.graph import trace_model
     from partitioners.partition import partition

@@ -51,7 +51,7 @@ def train_weights(folder: Path, out: Path) -> float:
     import numpy as np
     import torch
 
-    from datamix_cli.data import load_dataset
+    from datamix_cli.data.datasets import load_dataset
     from examples.models import small_cnn
     from examples.train import accuracy, train
 

@@ -32,8 +32,8 @@ def main() -> None:
     import torch
     import torchvision
 
-    from datamix_cli.loading import ModelSource
-    from datamix_cli.profiling import ProfileConfig, run_profile
+    from datamix_cli.model.loading import ModelSource
+    from datamix_cli.pipeline.profile import ProfileConfig, run_profile
     from partitioners.flops import FLOPS_RULE
 
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}; input {'x'.join(map(str, SHAPE))}")

@@ -26,11 +26,11 @@ PY
     if [ -n "$failed" ]; then echo "$name: caught by $failed"; else echo "$name: NOT CAUGHT"; fi
 }
 
-mutate "mix multiplies by C^T" datamix_cli/mixing.py "    return (c @ flat).reshape(h.shape)" "    return (c.swapaxes(-1, -2) @ flat).reshape(h.shape)" -- tests/test_protocol_oracle.py tests/test_mixing.py
-mutate "exported tail de-mixes with (C^-1)^T" datamix_cli/edge_modules.py "        return self.tail(_group_matmul(c_inv, z))" "        return self.tail(_group_matmul(c_inv.T, z))" -- tests/test_protocol_oracle.py tests/test_serve.py -k "serve_local or infer"
-mutate "training de-mixes with C" datamix_cli/training.py "    z = mix(torch.linalg.inv(c.double()).to(z_mixed.dtype), z_mixed" "    z = mix(c.to(z_mixed.dtype), z_mixed" -- tests/test_protocol_oracle.py tests/test_split.py -k "training or accuracy_table or evaluation"
+mutate "mix multiplies by C^T" datamix_cli/protocol/mixing.py "    return (c @ flat).reshape(h.shape)" "    return (c.swapaxes(-1, -2) @ flat).reshape(h.shape)" -- tests/test_protocol_oracle.py tests/test_mixing.py
+mutate "exported tail de-mixes with (C^-1)^T" datamix_cli/protocol/edge_modules.py "        return self.tail(_group_matmul(c_inv, z))" "        return self.tail(_group_matmul(c_inv.T, z))" -- tests/test_protocol_oracle.py tests/test_serve.py -k "serve_local or infer"
+mutate "training de-mixes with C" datamix_cli/training/finetune.py "    z = mix(torch.linalg.inv(c.double()).to(z_mixed.dtype), z_mixed" "    z = mix(c.to(z_mixed.dtype), z_mixed" -- tests/test_protocol_oracle.py tests/test_split.py -k "training or accuracy_table or evaluation"
 mutate "de-mixing FLOPs at the head cut" partitioners/select.py "        return mixing_flops(self.tail_cut, self.k)" "        return mixing_flops(self.head_cut, self.k)" -- tests/test_select.py
 mutate "verification reports the mean error" exporters/verify.py "        worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))))" "        worst = max(worst, float(np.mean(np.abs(got.astype(np.float64) - want.astype(np.float64)))))" -- tests/test_exporters_registry.py
 mutate "infer --json prints C" datamix_cli/commands/serve.py '"scores": logits.tolist()}' '"scores": logits.tolist(), "c": [g[1].tolist() for g in result.groups]}' -- tests/test_secrets_end_to_end.py
-mutate "verdict on absolute SSIM" datamix_cli/auditing.py '        ssim_adv, psnr_adv = r["ssim_advantage"], r["psnr_advantage_db"]' '        ssim_adv, psnr_adv = r["ssim"]["mean"] - 0.2, r["psnr_db"]["mean"] - 10' -- tests/test_audit.py -k "control or verdict"
-mutate "no Connection: close after 413" datamix_cli/server.py '    headers = {"Connection": "close"} if status == 413 else None' '    headers = None' -- tests/test_serve.py -k chunked
+mutate "verdict on absolute SSIM" datamix_cli/privacy/audit.py '        ssim_adv, psnr_adv = r["ssim_advantage"], r["psnr_advantage_db"]' '        ssim_adv, psnr_adv = r["ssim"]["mean"] - 0.2, r["psnr_db"]["mean"] - 10' -- tests/test_audit.py -k "control or verdict"
+mutate "no Connection: close after 413" datamix_cli/serving/server.py '    headers = {"Connection": "close"} if status == 413 else None' '    headers = None' -- tests/test_serve.py -k chunked

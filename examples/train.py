@@ -18,7 +18,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from datamix_cli.data import load_dataset  # noqa: E402
+from datamix_cli.data.datasets import load_dataset  # noqa: E402
 from examples.models import EXAMPLES  # noqa: E402
 
 

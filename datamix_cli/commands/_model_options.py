@@ -23,7 +23,7 @@ MODEL_KWARGS = typer.Option(None, "--model-kwargs", help='JSON object of keyword
 
 
 def model_source(spec: str, weights: Path | None, trust_pickle: bool, model_kwargs: str | None):
-    from datamix_cli.loading import ModelSource
+    from datamix_cli.model.loading import ModelSource
 
     kwargs = {}
     if model_kwargs:

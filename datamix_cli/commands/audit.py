@@ -26,7 +26,7 @@ def audit(
 ) -> None:
     """Attack what the cloud sees (source separation, feature inversion, adaptive and group decoders, a search of
     each group's span, label inference, re-identification) and report leakage against chance."""
-    from datamix_cli.auditing import AuditConfig, run_audit
+    from datamix_cli.privacy.audit import AuditConfig, run_audit
 
     config = AuditConfig(
         folder=folder,

@@ -26,7 +26,7 @@ def profile(
 ) -> None:
     """List every valid cut point with its cost and the split a FLOPs budget picks."""
     from datamix_cli.options import parse_shape
-    from datamix_cli.profiling import ProfileConfig, plot_profile, report_to_dict, run_profile
+    from datamix_cli.pipeline.profile import ProfileConfig, plot_profile, report_to_dict, run_profile
 
     config = ProfileConfig(
         source=model_source(model, weights, trust_pickle, model_kwargs),
@@ -50,7 +50,7 @@ def _print_table(report, plot: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from datamix_cli.profiling import edge_fraction_if_head
+    from datamix_cli.pipeline.profile import edge_fraction_if_head
     from partitioners.flops import FLOPS_RULE
 
     p, d = report.profile, report.decision

@@ -20,8 +20,8 @@ def serve(
     fmt: str = typer.Option("torchscript", "--format", help="Cloud artifact to serve: torchscript (cloud.pt), pt2 (cloud.pt2, torch.export) or aoti (if the split has one)."),
 ) -> None:
     """Serve the cloud part of a split over the Open Inference Protocol (KServe v2 REST)."""
-    from datamix_cli.server import ServeConfig
-    from datamix_cli.server import serve as run
+    from datamix_cli.serving.server import ServeConfig
+    from datamix_cli.serving.server import serve as run
 
     run(ServeConfig(folder=folder, host=host, port=port, token=token, max_batch=max_batch, format=fmt))
 
@@ -35,9 +35,9 @@ def infer(
     as_json: bool = typer.Option(False, "--json", help="Print predictions as JSON."),
 ) -> None:
     """Edge client: head + mix here, cloud over the network, de-mix + tail here; prints predictions."""
-    from datamix_cli.client import EdgeClient, OipClient
-    from datamix_cli.inputs import read_inputs
-    from datamix_cli.preprocess import Preprocessing
+    from datamix_cli.serving.client import EdgeClient, OipClient
+    from datamix_cli.data.inputs import read_inputs
+    from datamix_cli.data.preprocessing import Preprocessing
 
     client = EdgeClient(folder, runtime)
     x, names = read_inputs(inputs, client.input_shape, Preprocessing.from_manifest(client.manifest.model))
@@ -68,7 +68,7 @@ def serve_local(
 ) -> None:
     """Serve the split on loopback, run the edge client on held-out samples, check against PyTorch."""
     from datamix_cli.errors import ConfigError
-    from datamix_cli.loopback import LoopbackConfig, run_serve_local
+    from datamix_cli.serving.loopback import LoopbackConfig, run_serve_local
 
     if samples < 1 or groups_per_request < 1:
         raise ConfigError("--samples and --groups-per-request must be >= 1")

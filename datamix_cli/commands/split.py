@@ -60,12 +60,12 @@ def split(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON instead of tables."),
 ) -> None:
     """Split a model for DataMix: fine-tune it mixing-aware and export edge (ONNX, TFLite) and cloud (TorchScript) parts."""
-    from datamix_cli.devices import resolve_device
-    from datamix_cli.mixing import MixingConfig
+    from datamix_cli.training.devices import resolve_device
+    from datamix_cli.protocol.mixing import MixingConfig
     from datamix_cli.options import parse_shape
-    from datamix_cli.presets import resolve
-    from datamix_cli.splitting import SplitConfig, run_split
-    from datamix_cli.training import FinetuneConfig
+    from datamix_cli.protocol.presets import resolve
+    from datamix_cli.pipeline.split import SplitConfig, run_split
+    from datamix_cli.training.finetune import FinetuneConfig
 
     o = resolve(preset, {"k": k, "mixing": mixing, "alpha": alpha, "kappa_max": kappa_max, "noise": noise, "noise_relative": noise_relative,
                          "shuffle": shuffle, "cut_features": cut_features, "adversarial": adversarial})

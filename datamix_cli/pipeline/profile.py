@@ -1,0 +1,148 @@
+"""``datamix profile`` as a library call: trace, measure, pick a split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from datamix_cli.errors import InputShapeError
+from datamix_cli.model.loading import ModelSource, load_model
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    source: ModelSource
+    input_shape: tuple[int, ...] | None = None  # with batch dimension
+    data: str | None = None
+    budget: float = 0.2
+    k: int = 4
+    head_cut: str | None = None
+    tail_cut: str | None = None
+
+
+@dataclass(frozen=True)
+class ProfileReport:
+    profile: "partitioners.profile.GraphProfile"  # noqa: F821
+    decision: "partitioners.select.SplitDecision"  # noqa: F821
+    budget: float
+
+
+def run_profile(config: ProfileConfig) -> ProfileReport:
+    from partitioners.graph import trace_model
+    from partitioners.profile import profile_model
+    from partitioners.select import choose_split, validate_k
+
+    validate_k(config.k)
+    model = load_model(config.source)
+    traced = trace_model(model)
+    shape = resolve_input_shape(traced, config.input_shape, config.data)
+    profile = profile_model(traced, (1, *shape[1:]))
+    decision = choose_split(profile, config.budget, config.k, config.head_cut, config.tail_cut)
+    return ProfileReport(profile, decision, config.budget)
+
+
+def resolve_input_shape(traced, given: tuple[int, ...] | None, data: str | None) -> tuple[int, ...]:
+    """--input-shape, else the shape a torch.export archive recorded, else the dataset's natural shape."""
+    if given is not None:
+        return given
+    recorded = traced.placeholder.meta.get("val")
+    if recorded is not None and hasattr(recorded, "shape"):
+        return tuple(int(d) for d in recorded.shape)
+    if data is not None:
+        from datamix_cli.data.datasets import default_sample_shape, load_dataset
+
+        return (1, *default_sample_shape(load_dataset(data).x))
+    raise InputShapeError("cannot tell the model's input shape: pass --input-shape (e.g. 1,1,32,32) or --data")
+
+
+def edge_fraction_if_head(report: ProfileReport, cut) -> float | None:
+    """Edge share if the head were cut at ``cut`` with the chosen tail; None where that is no split."""
+    from partitioners.select import SplitDecision
+
+    tail = report.decision.tail_cut
+    if cut.position >= tail.position:
+        return None
+    return SplitDecision(cut, tail, report.decision.k, report.profile.total_flops).edge_fraction
+
+
+def report_to_dict(report: ProfileReport) -> dict:
+    from partitioners.flops import FLOPS_RULE
+
+    p, d = report.profile, report.decision
+    return {
+        "input_shape": list(p.input_shape),
+        "flops_rule": FLOPS_RULE,
+        "total_flops": p.total_flops,
+        "total_macs": p.total_macs,
+        "total_params": p.total_params,
+        "classifier": p.classifier_name,
+        "uncounted_ops": p.uncounted_ops,
+        "cut_points": [
+            {
+                "name": c.name,
+                "aliases": list(c.aliases),
+                "flops_prefix": c.flops_prefix,
+                "macs_prefix": c.macs_prefix,
+                "flops_share": c.flops_prefix / p.total_flops if p.total_flops else 0.0,
+                "params_prefix": c.params_prefix,
+                "activation_shape": list(c.activation_shape),
+                "activation_bytes": c.activation_bytes,
+                "dtype": c.dtype,
+                "edge_fraction_if_head": edge_fraction_if_head(report, c),
+            }
+            for c in p.cut_points
+        ],
+        "layers": [{"name": l.name, "module": l.module_path, "flops": l.flops} for l in p.layers],
+        "chosen": {
+            "budget": report.budget,
+            "k": d.k,
+            "head_cut": d.head_cut.name,
+            "tail_cut": d.tail_cut.name,
+            "head_flops": d.head_flops,
+            "tail_flops": d.tail_flops,
+            "mix_flops": d.mix_flops,
+            "demix_flops": d.demix_flops,
+            "cloud_flops": d.cloud_flops,
+            "edge_flops": d.edge_flops,
+            "edge_fraction": d.edge_fraction,
+        },
+    }
+
+
+def plot_profile(report: ProfileReport, path: Path) -> None:
+    """PNG: per-layer FLOPs, cumulative share, every valid cut, the chosen cuts and the budget."""
+    from datamix_cli.errors import require
+    from datamix_cli.artifacts.staging import save_figure
+
+    require("matplotlib", "plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p, d = report.profile, report.decision
+    flops = [layer.flops for layer in p.layers]
+    total = max(p.total_flops, 1)
+    cumulative, running = [], 0
+    for f in flops:
+        running += f
+        cumulative.append(running / total)
+    fig, ax = plt.subplots(figsize=(max(8, len(flops) * 0.12), 4.5))
+    ax.bar(range(len(flops)), [f / 1e6 for f in flops], color="#4c72b0", label="layer MFLOPs")
+    ax.set_xlabel("layer (topological order)")
+    ax.set_ylabel("MFLOPs per sample")
+    share = ax.twinx()
+    share.plot(range(len(flops)), cumulative, color="#dd8452", label="cumulative FLOPs share")
+    share.axhline(report.budget, color="#c44e52", linestyle="--", label=f"edge budget {report.budget:g}")
+    share.set_ylim(0, 1.05)
+    share.set_ylabel("share of total FLOPs")
+    for cut in p.cut_points:
+        ax.axvline(cut.position - 0.5, color="#bbbbbb", linewidth=0.5)
+    for cut, label in ((d.head_cut, "head cut"), (d.tail_cut, "tail cut")):
+        ax.axvline(cut.position - 0.5, color="#55a868", linewidth=2)
+        ax.annotate(f"{label}: {cut.name}", (cut.position - 0.5, ax.get_ylim()[1] * 0.95), rotation=90, fontsize=8, ha="right", va="top")
+    ax.set_title(f"edge share {d.edge_fraction:.1%} (k={d.k}); grey lines: valid cuts")
+    handles = ax.get_legend_handles_labels()[0] + share.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], loc="upper center", fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -1,0 +1,1 @@
+"""The DataMix protocol: mixing config, draws of C, mix/de-mix, noise, shuffle, decoys, edge modules, presets."""

@@ -1,0 +1,218 @@
+"""The edge client: head + mix on the device, the cloud over the Open Inference Protocol, de-mix + tail.
+
+A fresh C per group from OS entropy; C never leaves this process. A partial
+group is padded with decoys whose results are dropped.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from datamix_cli.errors import DatamixError
+from datamix_cli.protocol.groups import pad_with_decoys, shuffle_permutation, unshuffle
+from datamix_cli.protocol.mixing import MixingConfig, add_noise, coefficient_rng, draw_coefficients
+
+RUNTIMES = ("onnx", "tflite", "torchscript")
+
+
+class ServerError(DatamixError):
+    """The cloud server could not be reached or refused a request."""
+
+
+class OipClient:
+    """A minimal Open Inference Protocol client: one keep-alive connection, binary tensors both ways."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0):
+        parsed = urllib.parse.urlparse(url if "://" in url else f"http://{url}")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ServerError(f"server URL {url!r} must look like http://host:port")
+        self.host, self.port, self.https = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80), parsed.scheme == "https"
+        self.prefix = parsed.path.rstrip("/")
+        self.timeout = timeout
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._conn = None
+        self._metadata: dict[str, dict] = {}
+
+    def _connection(self):
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+            self._conn = cls(self.host, self.port, timeout=self.timeout)
+        return self._conn
+
+    def _request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        for attempt in (0, 1):  # one retry when a kept-alive connection was closed by the server
+            conn = self._connection()
+            try:
+                sent = time.perf_counter()
+                conn.request(method, self.prefix + path, body=body, headers={**self.headers, **(headers or {})})
+                uploaded = time.perf_counter()
+                response = conn.getresponse()
+                data = response.read()
+                return response, data, uploaded - sent
+            except (ConnectionError, http.client.HTTPException, OSError) as exc:
+                self.close()
+                if attempt:
+                    raise ServerError(f"cannot reach the server at {self.host}:{self.port}: {exc}") from None
+
+    def get_json(self, path: str) -> dict:
+        response, data, _ = self._request("GET", path)
+        if response.status != 200:
+            raise ServerError(f"GET {path} returned {response.status}: {data[:200].decode(errors='replace')}")
+        return json.loads(data)
+
+    def infer(self, model: str, input_name: str, array: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Send ``array`` (FP32) in binary; returns the first output and timings (upload_s, cloud_ms)."""
+        raw = np.ascontiguousarray(array, dtype="<f4").tobytes()
+        header = json.dumps(
+            {
+                "inputs": [{"name": input_name, "shape": list(array.shape), "datatype": "FP32", "parameters": {"binary_data_size": len(raw)}}],
+                "outputs": [{"name": self.output_name(model), "parameters": {"binary_data": True}}],
+            }
+        ).encode()
+        response, data, upload_s = self._request(
+            "POST",
+            f"/v2/models/{model}/infer",
+            header + raw,
+            {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+        )
+        if response.status != 200:
+            raise ServerError(f"inference returned {response.status}: {data[:300].decode(errors='replace')}")
+        n = int(response.getheader("Inference-Header-Content-Length", len(data)))
+        meta = json.loads(data[:n])
+        output = meta["outputs"][0]
+        if output.get("datatype") != "FP32":
+            raise ServerError(f"server returned datatype {output.get('datatype')}, expected FP32")
+        if "parameters" in output and "binary_data_size" in output["parameters"]:
+            result = np.frombuffer(data[n : n + output["parameters"]["binary_data_size"]], dtype="<f4")
+        else:
+            result = np.asarray(output["data"], dtype=np.float32)
+        timing = {"upload_s": upload_s, "cloud_ms": float((meta.get("parameters") or {}).get("cloud_ms", 0.0))}
+        return result.reshape(output["shape"]), timing
+
+    def metadata(self, model: str) -> dict:
+        """The model's metadata (asked once): tensor names differ between engines, e.g. Triton's libtorch INPUT__0."""
+        if model not in self._metadata:
+            meta = self.get_json(f"/v2/models/{model}")
+            try:
+                meta["inputs"][0]["name"], meta["outputs"][0]["name"]
+            except (KeyError, IndexError, TypeError):
+                raise ServerError(f"the server's metadata for {model!r} names no input and output tensor") from None
+            self._metadata[model] = meta
+        return self._metadata[model]
+
+    def input_name(self, model: str) -> str:
+        return self.metadata(model)["inputs"][0]["name"]
+
+    def output_name(self, model: str) -> str:
+        return self.metadata(model)["outputs"][0]["name"]
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+@dataclass
+class StageTimes:
+    """Milliseconds per request batch, per stage."""
+
+    head_mix: list[float] = field(default_factory=list)
+    uplink: list[float] = field(default_factory=list)
+    cloud: list[float] = field(default_factory=list)
+    downlink: list[float] = field(default_factory=list)
+    demix_tail: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EdgeResult:
+    logits: np.ndarray  # (N, classes), decoys dropped
+    bytes_up: int
+    bytes_down: int
+    inputs: np.ndarray  # the padded input, decoys included
+    groups: tuple  # per group (row indices into ``inputs``, C, noise added or None); in memory only, for checks
+
+
+class EdgeClient:
+    """Loads the edge artifacts of a split folder (sha256-verified) and runs the protocol against a server."""
+
+    def __init__(self, folder: Path, runtime: str = "onnx", seed: int | None = None, manifest=None):
+        from datamix_cli.errors import ConfigError
+        from datamix_cli.artifacts.manifest import load_manifest
+        from exporters import get_exporter
+
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+        self.folder = Path(folder)
+        # A caller that already loaded (and so verified) the whole folder passes its manifest.
+        self.manifest = manifest or load_manifest(self.folder, roles=("head", "tail", "decoys"))
+        exporter = get_exporter(runtime)
+        self.head = exporter.load(self.folder / self.manifest.artifact("head", runtime)["path"], threads=1)
+        self.tail = exporter.load(self.folder / self.manifest.artifact("tail", runtime)["path"], threads=1)
+        p = self.manifest.protocol
+        self.mixing = MixingConfig.from_protocol(p)
+        with np.load(self.folder / p["decoys"]["path"], allow_pickle=False) as archive:
+            self.decoys = archive["x"]
+        self.rng = coefficient_rng(seed)
+        self.times = StageTimes()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.manifest.model["input_shape"][1:])
+
+    def check_inputs(self, x: np.ndarray) -> np.ndarray:
+        from datamix_cli.errors import InputShapeError
+
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+            raise InputShapeError(f"inputs have shape {tuple(x.shape[1:])} per sample, the split expects {self.input_shape}")
+        return x
+
+    def _check_server(self, server: OipClient, model: str) -> str:
+        """The server's input name for this split's uplink, after checking its per-sample shape matches."""
+        tensor = server.metadata(model)["inputs"][0]
+        expected = list(self.manifest.split["uplink"]["shape"][1:])
+        if list(tensor.get("shape", [])[1:]) != expected:
+            raise ServerError(f"the server's model {model!r} takes {tensor.get('shape')}, this split sends [-1, {', '.join(map(str, expected))}]")
+        return tensor["name"]
+
+    def run(self, server: OipClient, x: np.ndarray, groups_per_request: int = 16) -> EdgeResult:
+        """Predict ``x`` (N, ...) through the split; requests carry up to ``groups_per_request`` groups."""
+        x = self.check_inputs(x)
+        k = self.mixing.k
+        padded, n = pad_with_decoys(x, self.decoys, k, self.rng)
+        model = self.manifest.model["name"]
+        uplink = self._check_server(server, model)
+        logits, groups, up, down = [], [], 0, 0
+        for start in range(0, len(padded), groups_per_request * k):
+            chunk = padded[start : start + groups_per_request * k]
+            t0 = time.perf_counter()
+            cs = [draw_coefficients(self.rng, self.mixing).astype(np.float32) for _ in range(len(chunk) // k)]
+            mixtures = np.concatenate([self.head(chunk[g * k : (g + 1) * k], c) for g, c in enumerate(cs)])
+            mixtures, noise = add_noise(self.mixing, mixtures, lambda shape: self.rng.standard_normal(shape, dtype=np.float32))
+            order = shuffle_permutation(self.rng, len(mixtures)) if self.mixing.shuffle else None
+            sent = mixtures[order] if order is not None else mixtures
+            t1 = time.perf_counter()
+            returned, timing = server.infer(model, uplink, sent)
+            t2 = time.perf_counter()
+            cloud_out = unshuffle(returned, order) if order is not None else returned
+            for g, c in enumerate(cs):
+                c_inv = np.linalg.inv(c.astype(np.float64)).astype(np.float32)
+                logits.append(self.tail(np.ascontiguousarray(cloud_out[g * k : (g + 1) * k]), c_inv))
+                groups.append((np.arange(start + g * k, start + (g + 1) * k), c, None if noise is None else noise[g * k : (g + 1) * k]))
+            t3 = time.perf_counter()
+            up += sent.nbytes
+            down += returned.nbytes
+            uplink_ms = timing["upload_s"] * 1e3
+            self.times.head_mix.append((t1 - t0) * 1e3)
+            self.times.uplink.append(uplink_ms)
+            self.times.cloud.append(timing["cloud_ms"])
+            self.times.downlink.append(max(0.0, (t2 - t1) * 1e3 - uplink_ms - timing["cloud_ms"]))
+            self.times.demix_tail.append((t3 - t2) * 1e3)
+        return EdgeResult(np.concatenate(logits)[:n], up, down, padded, tuple(groups))
