@@ -120,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from datamix_cli.data.datasets import load_dataset
-    from datamix_cli.serving.deploy import TritonConfig, export_triton
+    from datamix_cli.serving.deploy.triton import TritonConfig, export_triton
     from datamix_cli.serving.loopback import ServerProcess, free_port
     from tests.helpers.triton_server import TritonServer, unavailable_reason
 

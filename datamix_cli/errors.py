@@ -63,6 +63,10 @@ class ExporterRegistryError(DatamixError):
     """An exporter name is registered twice or not at all."""
 
 
+class AttackRegistryError(DatamixError):
+    """An attack name is registered twice or not at all."""
+
+
 class ExportFailedError(DatamixError):
     """A converter could not turn a part into its format."""
 
@@ -85,6 +89,14 @@ class ManifestError(DatamixError):
 
 class OutputDirError(DatamixError):
     """The output folder exists (without --force) or cannot be written."""
+
+
+class ServerError(DatamixError):
+    """The cloud server could not be reached or refused a request."""
+
+
+class LoopbackError(DatamixError):
+    """The loopback server did not start or stopped unexpectedly."""
 
 
 def require(module: str, extra: str):

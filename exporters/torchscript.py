@@ -33,13 +33,18 @@ class TorchScriptExporter:
             raise ExportFailedError(f"TorchScript export of {path.name} failed: {exc}") from exc
 
     def load(self, path: Path, threads: int = 1):
-        import warnings
+        return numpy_runner(load_module(path))
 
-        import torch
 
-        with warnings.catch_warnings():  # torch >= 2.14 warns on every load that TorchScript is deprecated
-            warnings.filterwarnings("ignore", message=".*torch.jit.load.*is deprecated")
-            return numpy_runner(torch.jit.load(str(path), map_location="cpu").eval())
+def load_module(path: Path):
+    """A TorchScript file as a torch module in eval mode, on the CPU (the one place it is loaded)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():  # torch >= 2.14 warns on every load that TorchScript is deprecated
+        warnings.filterwarnings("ignore", message=".*torch.jit.load.*is deprecated")
+        return torch.jit.load(str(path), map_location="cpu").eval()
 
 
 def numpy_runner(module):

@@ -27,7 +27,7 @@ def triton(
     """Write a Triton model repository for the cloud part, verified against PyTorch."""
     from dataclasses import asdict
 
-    from datamix_cli.serving.deploy import TritonConfig, export_triton
+    from datamix_cli.serving.deploy.triton import TritonConfig, export_triton
 
     result = export_triton(TritonConfig(folder, out, backend, max_batch, instances, kind, max_queue_delay_us, force))
     if as_json:
@@ -53,7 +53,7 @@ def kserve(
     force: bool = typer.Option(False, "--force", help="Replace an existing file."),
 ) -> None:
     """Write a KServe InferenceService (v1beta1, protocol v2) that runs the repository on KServe's Triton runtime."""
-    from datamix_cli.serving.deploy import KServeConfig, write_kserve
+    from datamix_cli.serving.deploy.kserve import KServeConfig, write_kserve
 
     manifest = write_kserve(KServeConfig(repository, out, storage_uri, name, namespace, cpu, memory, gpus, force))
     typer.echo(f"wrote {out}: InferenceService {manifest['metadata']['name']} (kubectl apply -f {out})")

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from datamix_cli.privacy.audit import _Scene
+from datamix_cli.privacy.attacks import attack_names
+from datamix_cli.privacy.metrics import summary
 
-ATTACKS = ("separation", "inversion", "adaptive", "group", "optimisation", "label")
+if TYPE_CHECKING:
+    from datamix_cli.privacy.scene import Scene
+
 # Verdict thresholds, all on advantages over chance baselines scored on the same samples (docs/audit.md).
 SSIM_ADVANTAGE_LEAK, SSIM_ADVANTAGE_WORRY = 0.10, 0.05  # mean SSIM above the best uninformed guess
 PSNR_ADVANTAGE_LEAK = 2.0  # dB above the best uninformed guess
@@ -26,12 +28,6 @@ FEATURE_RECOVERIES = {"separation": "separation", "optimisation": "span search"}
 LABELS = {"mixtures": "raw mixtures", "separated": "separated features"}
 
 
-def summary(values) -> dict:
-    """Mean and max of the finite ``values`` (None when there are none)."""
-    values = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)
-    return {"mean": float(values.mean()) if values.size else None, "max": float(values.max()) if values.size else None}
-
-
 MAX_CHANCE_POOL = 64  # best-of-pool guesses scored per sample at most (a shuffled split pairs among all N)
 
 
@@ -41,7 +37,7 @@ class Judge:
     truth (picking, per sample, one of ``pool`` candidates), the best of ``pool`` random public images (at most
     MAX_CHANCE_POOL of them: a smaller pool lowers that chance, so errs towards "leaks")."""
 
-    def __init__(self, scene: _Scene, seed: int):
+    def __init__(self, scene: Scene, seed: int):
         self.images, self.labels, self.public = scene.x, scene.y, scene.x_pub
         self.classify = scene.classify
         self.predicted = scene.classify(scene.x)  # the classifier on the true inputs: the ceiling of label accuracy
@@ -63,7 +59,7 @@ class Judge:
         """SSIM / PSNR of ``recon`` against ``images[targets]`` (default: each its own sample), each chance guess's,
         the advantage over the best guess, re-identification (chance 1/N) and the label the split's own model
         gives the reconstruction against the target's true label."""
-        from datamix_cli.privacy.attacks import image_metrics, reidentification
+        from datamix_cli.privacy.metrics import image_metrics, reidentification
 
         targets = np.arange(len(self.images)) if targets is None else targets
         truth = self.images[targets]
@@ -198,7 +194,7 @@ def verdict(report: dict) -> dict:
                 f"{name} recovers features better than a single mixture gives "
                 f"(|corr| {r['matched_abs_corr']['mean']:.2f} vs {r['single_mixture_abs_corr']['mean']:.2f})"
             )
-    missing = [a for a in ATTACKS if a not in report]
+    missing = [a for a in attack_names() if a not in report]
     if reasons:
         status = "leaks"
     elif worries or missing:
@@ -206,5 +202,5 @@ def verdict(report: dict) -> dict:
         worries += [f"attack {a} not run" for a in missing]
     else:
         status = "resists this audit"
-    skipped = [f"attack {a} skipped: {report[a]['skipped']}" for a in ATTACKS if isinstance(report.get(a), dict) and "skipped" in report[a]]
+    skipped = [f"attack {a} skipped: {report[a]['skipped']}" for a in attack_names() if isinstance(report.get(a), dict) and "skipped" in report[a]]
     return {"status": status, "reasons": reasons + worries + skipped}

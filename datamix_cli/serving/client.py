@@ -15,15 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from datamix_cli.errors import DatamixError
+from datamix_cli.errors import ServerError
 from datamix_cli.protocol.groups import pad_with_decoys, shuffle_permutation, unshuffle
 from datamix_cli.protocol.mixing import MixingConfig, add_noise, coefficient_rng, draw_coefficients
 
 RUNTIMES = ("onnx", "tflite", "torchscript")
 
-
-class ServerError(DatamixError):
-    """The cloud server could not be reached or refused a request."""
 
 
 class OipClient:
@@ -143,22 +140,19 @@ class EdgeClient:
     """Loads the edge artifacts of a split folder (sha256-verified) and runs the protocol against a server."""
 
     def __init__(self, folder: Path, runtime: str = "onnx", seed: int | None = None, manifest=None):
+        from datamix_cli.artifacts.folder import SplitFolder
         from datamix_cli.errors import ConfigError
-        from datamix_cli.artifacts.manifest import load_manifest
-        from exporters import get_exporter
 
         if runtime not in RUNTIMES:
             raise ConfigError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
         self.folder = Path(folder)
         # A caller that already loaded (and so verified) the whole folder passes its manifest.
-        self.manifest = manifest or load_manifest(self.folder, roles=("head", "tail", "decoys"))
-        exporter = get_exporter(runtime)
-        self.head = exporter.load(self.folder / self.manifest.artifact("head", runtime)["path"], threads=1)
-        self.tail = exporter.load(self.folder / self.manifest.artifact("tail", runtime)["path"], threads=1)
-        p = self.manifest.protocol
-        self.mixing = MixingConfig.from_protocol(p)
-        with np.load(self.folder / p["decoys"]["path"], allow_pickle=False) as archive:
-            self.decoys = archive["x"]
+        parts = SplitFolder(self.folder, roles=("head", "tail", "decoys"), manifest=manifest)
+        self.manifest = parts.manifest
+        self.head = parts.runner("head", runtime)
+        self.tail = parts.runner("tail", runtime)
+        self.mixing = MixingConfig.from_protocol(self.manifest.protocol)
+        self.decoys = parts.decoys()
         self.rng = coefficient_rng(seed)
         self.times = StageTimes()
 

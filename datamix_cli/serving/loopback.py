@@ -10,7 +10,6 @@ always shut down, also on failure or Ctrl-C.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -22,13 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from datamix_cli.errors import DatamixError
+from datamix_cli.errors import DatamixError, LoopbackError
 
 AGREEMENT_REQUIRED = 0.995
 
-
-class LoopbackError(DatamixError):
-    """The loopback server did not start or stopped unexpectedly."""
 
 
 @dataclass(frozen=True)
@@ -112,13 +108,11 @@ def _reference_logits(folder: Path, manifest, x: np.ndarray, groups) -> tuple[np
     Returns (reference logits under the protocol, logits of the fine-tuned
     model without mixing), both over the padded input.
     """
+    from datamix_cli.artifacts.folder import SplitFolder
     from datamix_cli.protocol.mixing import demix, mix
-    from exporters import get_exporter
 
-    ts = get_exporter("torchscript")
-    head = ts.load(folder / manifest.artifact("head", "torchscript")["path"])
-    cloud = ts.load(folder / manifest.artifact("cloud", "torchscript")["path"])
-    tail = ts.load(folder / manifest.artifact("tail", "torchscript")["path"])
+    parts = SplitFolder(folder, manifest=manifest)
+    head, cloud, tail = (parts.runner(role) for role in ("head", "cloud", "tail"))
     eye = np.eye(manifest.protocol["k"], dtype=np.float32)
     out, unmixed = [], []
     for indices, c, noise in groups:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datamix_cli.serving.platforms import PLATFORMS
 from datamix_cli import __version__
 
 log = logging.getLogger("datamix.serve")
@@ -31,7 +32,6 @@ JSON_OVERHEAD = 1 << 16  # room for the JSON part of a request beside the tensor
 MAX_JSON_HEADER = 1 << 20
 EXEMPT_FROM_TOKEN = ("/v2/health/live", "/v2/health/ready")
 # The "platform" model metadata reports for each cloud format (the names Triton uses where it has one).
-PLATFORMS = {"torchscript": "pytorch_torchscript", "pt2": "pytorch_export", "aoti": "torch_aoti"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class CloudModel:
     output_name: str
     output_shape: tuple[int, ...]
     max_batch: int
-    platform: str = "pytorch_torchscript"
+    platform: str = "pytorch_libtorch"
 
     @property
     def sample_bytes(self) -> int:
@@ -77,18 +77,14 @@ class CloudModel:
 
 def load_cloud(folder: Path, max_batch: int, fmt: str = "torchscript") -> CloudModel:
     """Load only the manifest and the cloud artifact in format ``fmt``, sha256-verified."""
+    from datamix_cli.artifacts.folder import SplitFolder
     from datamix_cli.errors import ConfigError
-    from datamix_cli.artifacts.manifest import load_manifest
-    from exporters import get_exporter
 
     if max_batch < 1:
         raise ConfigError(f"--max-batch must be >= 1, got {max_batch}")
-    manifest = load_manifest(folder, roles=("cloud",))
-    available = [a["format"] for a in manifest.artifacts if a["role"] == "cloud"]
-    if fmt not in available:
-        raise ConfigError(f"the split has no {fmt!r} cloud artifact; it has {', '.join(available)}")
-    record = manifest.artifact("cloud", fmt)
-    run = get_exporter(record["format"]).load(Path(folder) / record["path"])
+    parts = SplitFolder(folder, roles=("cloud",))
+    manifest = parts.manifest
+    run = parts.runner("cloud", fmt)
     up, down = manifest.split["uplink"], manifest.split["downlink"]
     return CloudModel(
         manifest.model["name"], run, up["name"], tuple(up["shape"][1:]), down["name"], tuple(down["shape"][1:]), max_batch, PLATFORMS.get(fmt, fmt)

@@ -301,7 +301,7 @@ class _Adversary:
     """
 
     def __init__(self, parts, x, k: int, device, seed: int | None, lr: float = 2e-3):
-        from datamix_cli.privacy.attacks import decoder_network  # the audit's decoder: the same capacity
+        from datamix_cli.privacy.decoders import decoder_network  # the audit's decoder: the same capacity
 
         sample = torch.from_numpy(np.ascontiguousarray(x[:k], dtype=np.float32)).to(device)
         with torch.no_grad():

@@ -194,7 +194,7 @@ def test_preset_fills_only_what_the_command_line_leaves_open():
 
 
 def test_the_audits_attacker_estimates_each_groups_noise_from_what_it_receives():
-    from datamix_cli.privacy.audit import group_sigma
+    from datamix_cli.privacy.attacks.separation import group_sigma
     from datamix_cli.protocol.mixing import MixingConfig
 
     rows = np.random.default_rng(0).standard_normal((4, 500)) * 3

@@ -4,25 +4,11 @@ import numpy as np
 
 import pytest
 
-from datamix_cli.privacy.attacks import (
-    abs_correlation,
-    align_scale,
-    amari_index,
-    cycle_naturalness,
-    group_stack,
-    ica_unmix,
-    image_metrics,
-    is_nonnegative,
-    label_logits,
-    match_outputs,
-    match_sources,
-    permutation_invariant_mse,
-    reidentification,
-    separable_unmix,
-    span_search,
-    train_decoder,
-    train_label_classifier,
-)
+from datamix_cli.privacy.attacks.label import label_logits, train_label_classifier
+from datamix_cli.privacy.attacks.search import cycle_naturalness, span_search
+from datamix_cli.privacy.attacks.separation import ica_unmix, is_nonnegative, separable_unmix
+from datamix_cli.privacy.decoders import group_stack, match_outputs, permutation_invariant_mse, train_decoder
+from datamix_cli.privacy.metrics import abs_correlation, align_scale, amari_index, image_metrics, match_sources, reidentification
 from datamix_cli.protocol.mixing import MixingConfig, coefficient_rng, draw_batch, draw_coefficients, mix
 
 

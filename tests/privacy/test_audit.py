@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from datamix_cli.privacy.audit import ATTACKS, AuditConfig, attack_group, attack_separation, audit_scene, build_scene
+from datamix_cli.privacy.attacks.decoding import attack_group
+from datamix_cli.privacy.attacks.separation import attack_separation
+from datamix_cli.privacy.audit import ATTACKS, AuditConfig, audit_scene, build_scene
 from datamix_cli.privacy.judging import Judge, best_attacks, verdict
 from datamix_cli.main import app
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from datamix_cli.serving.deploy import preferred_batch_sizes
+from datamix_cli.serving.deploy.triton import preferred_batch_sizes
 from datamix_cli.main import app
 
 from tests.helpers import DATA_SEED, HOLDOUT, RESOURCES, ROOT

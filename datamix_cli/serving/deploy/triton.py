@@ -7,15 +7,11 @@
 run against the PyTorch cloud part before the folder is published, like every
 artifact. The model name is the manifest's, so ``datamix infer`` asks Triton
 for the same model it asks ``datamix serve`` for.
-
-``kserve_manifest`` writes an ``InferenceService`` (``serving.kserve.io/v1beta1``)
-that points KServe's Triton runtime at such a repository.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +20,20 @@ import numpy as np
 
 from datamix_cli.errors import ConfigError, VerificationError
 from datamix_cli.options import InstanceKind, TritonBackend
+from datamix_cli.serving.platforms import PLATFORMS
+
 
 ATOL = 1e-4
-# platform, model file, and the tensor names the backend requires (None: the manifest's own names).
-PLATFORMS = {
-    TritonBackend.onnx: ("onnxruntime_onnx", "model.onnx", None, None),
+
+
+# model file, and the tensor names the backend requires (None: the manifest's own names).
+MODEL_FILES = {
+    TritonBackend.onnx: ("model.onnx", None, None),
     # libtorch binds TorchScript tensors by position: INPUT__<i> are forward's arguments, OUTPUT__<j> its results.
-    TritonBackend.torchscript: ("pytorch_libtorch", "model.pt", "INPUT__0", "OUTPUT__0"),
+    TritonBackend.torchscript: ("model.pt", "INPUT__0", "OUTPUT__0"),
 }
+
+
 KINDS = {InstanceKind.auto: "KIND_AUTO", InstanceKind.cpu: "KIND_CPU", InstanceKind.gpu: "KIND_GPU"}
 
 
@@ -109,24 +111,27 @@ instance_group [ {{ count: {config.instances} kind: {KINDS[config.kind]} }} ]
 
 
 def export_triton(config: TritonConfig) -> TritonResult:
-    from datamix_cli.artifacts.manifest import load_manifest, sha256_file
+    from datamix_cli.artifacts.folder import SplitFolder
+    from datamix_cli.artifacts.manifest import sha256_file
     from datamix_cli.artifacts.staging import StagedFolder
 
     started = time.perf_counter()
-    manifest = load_manifest(config.folder, roles=("cloud",))
+    parts = SplitFolder(config.folder, roles=("cloud",))
+    manifest = parts.manifest
     k = manifest.protocol["k"]
     _check(config, k)
-    platform, filename, input_name, output_name = PLATFORMS[config.backend]
+    platform = PLATFORMS[config.backend.value]
+    filename, input_name, output_name = MODEL_FILES[config.backend]
     up, down = manifest.split["uplink"], manifest.split["downlink"]
     input_name, output_name = input_name or up["name"], output_name or down["name"]
     name = manifest.model["name"]
-    reference, program = _reference(config.folder, manifest)
+    reference, program = _reference(parts)
     with StagedFolder(config.out, config.force) as staged:
         version = staged.staging / name / "1"
         version.mkdir(parents=True)
         path = version / filename
-        run = _write_model(config.backend, config.folder, manifest, program, path, input_name, output_name, up)
-        error = _verify(run, reference, config.folder, tuple(up["shape"][1:]), k)
+        run = _write_model(config.backend, parts, program, path, input_name, output_name, up)
+        error = _verify(run, reference, parts, tuple(up["shape"][1:]), k)
         if not error <= ATOL:
             raise VerificationError(f"{path.name} differs from the PyTorch cloud part by {error:.3g} > {ATOL:g}")
         inputs, outputs = [(input_name, up["shape"][1:])], [(output_name, down["shape"][1:])]
@@ -148,22 +153,19 @@ def export_triton(config: TritonConfig) -> TritonResult:
     return TritonResult(out, name, platform, input_name, output_name, error, preferred_batch_sizes(k, config.max_batch), time.perf_counter() - started)
 
 
-def _reference(folder: Path, manifest):
+def _reference(parts):
     """The PyTorch cloud part (NumPy in, NumPy out) and its torch.export program when the split has one."""
     import torch
 
-    from exporters import get_exporter
+    from exporters.torchscript import numpy_runner
 
-    formats = {a["format"] for a in manifest.artifacts if a["role"] == "cloud"}
-    if "pt2" in formats:
-        program = torch.export.load(str(Path(folder) / manifest.artifact("cloud", "pt2")["path"]))
-        from exporters.torchscript import numpy_runner
-
+    if "pt2" in parts.formats("cloud"):
+        program = torch.export.load(str(parts.file("cloud", "pt2")))
         return numpy_runner(program.module()), program
-    return get_exporter("torchscript").load(Path(folder) / manifest.artifact("cloud", "torchscript")["path"]), None
+    return parts.runner("cloud"), None
 
 
-def _write_model(backend, folder: Path, manifest, program, path: Path, input_name: str, output_name: str, up: dict):
+def _write_model(backend, parts, program, path: Path, input_name: str, output_name: str, up: dict):
     import shutil
 
     import torch
@@ -171,104 +173,23 @@ def _write_model(backend, folder: Path, manifest, program, path: Path, input_nam
     from exporters import get_exporter
 
     if backend == TritonBackend.torchscript:
-        shutil.copyfile(Path(folder) / manifest.artifact("cloud", "torchscript")["path"], path)
+        shutil.copyfile(parts.file("cloud", "torchscript"), path)
         return get_exporter("torchscript").load(path)
     if program is None:
         raise ConfigError("this split has no cloud/cloud.pt2 (made before datamix wrote one): re-run `datamix split`, or use --backend torchscript")
     onnx = get_exporter("onnx")
     onnx.check_available()
-    example = torch.zeros(2 * manifest.protocol["k"], *up["shape"][1:])
+    example = torch.zeros(2 * parts.manifest.protocol["k"], *up["shape"][1:])
     onnx.export(program, (example,), path, [input_name], output_name)
     return onnx.load(path)
 
 
-def _verify(run, reference, folder: Path, sample_shape: tuple, k: int) -> float:
+def _verify(run, reference, parts, sample_shape: tuple, k: int) -> float:
     """Max abs error on the split's test-vector mixtures and on random batches of 1 and 2k+1."""
     from exporters.verify import max_abs_error
 
-    with np.load(Path(folder) / "test_vectors.npz", allow_pickle=False) as vectors:
-        mixtures = vectors["mixtures"]
+    mixtures = parts.test_vectors()["mixtures"]
     rng = np.random.default_rng(0)
     scale = float(np.abs(mixtures).max()) or 1.0
     cases = [(mixtures,)] + [((scale * rng.standard_normal((b, *sample_shape))).astype(np.float32),) for b in (1, 2 * k + 1)]
     return max_abs_error(run, reference, cases)
-
-
-# --- KServe -------------------------------------------------------------------------------------
-
-MODEL_FORMATS = {"onnxruntime_onnx": "onnx", "pytorch_libtorch": "pytorch"}
-
-
-@dataclass(frozen=True)
-class KServeConfig:
-    repository: Path  # a repository written by export_triton
-    out: Path  # the YAML file to write
-    storage_uri: str
-    name: str | None = None
-    namespace: str | None = None
-    cpu: str = "1"
-    memory: str = "2Gi"
-    gpus: int = 0
-    force: bool = False
-
-
-def kserve_manifest(config: KServeConfig) -> dict:
-    """An InferenceService for KServe's Triton runtime serving the repository's one model (Open Inference Protocol v2)."""
-    records = sorted(config.repository.glob("*/datamix.json"))
-    if len(records) != 1:
-        raise ConfigError(f"{config.repository} is not a repository written by `datamix export triton` (one model folder with datamix.json)")
-    record = json.loads(records[0].read_text())
-    name = config.name or re.sub(r"[^a-z0-9-]+", "-", record["model_name"].lower()).strip("-")[:63] or "datamix"
-    if not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) or len(name) > 63:
-        raise ConfigError(f"InferenceService name {name!r} must be a DNS-1035 label: lower-case letters, digits and '-', starting with a letter")
-    if not re.match(r"^[a-z][a-z0-9+.-]*://", config.storage_uri):
-        raise ConfigError(f"--storage-uri {config.storage_uri!r} must be a URI such as s3://bucket/path, gs://… or pvc://claim/path")
-    if config.gpus < 0:
-        raise ConfigError(f"--gpus must be >= 0, got {config.gpus}")
-    resources = {"cpu": config.cpu, "memory": config.memory}
-    if config.gpus:
-        resources["nvidia.com/gpu"] = str(config.gpus)
-    metadata = {"name": name, "annotations": {"datamix/source-manifest-sha256": record["source_manifest_sha256"], "datamix/model-name": record["model_name"]}}
-    if config.namespace:
-        metadata["namespace"] = config.namespace
-    return {
-        "apiVersion": "serving.kserve.io/v1beta1",
-        "kind": "InferenceService",
-        "metadata": metadata,
-        "spec": {
-            "predictor": {
-                "model": {
-                    "modelFormat": {"name": MODEL_FORMATS[record["platform"]]},
-                    "runtime": "kserve-tritonserver",
-                    "protocolVersion": "v2",
-                    # The repository root: Triton finds <model name>/config.pbtxt under it.
-                    "storageUri": config.storage_uri,
-                    "resources": {"requests": dict(resources), "limits": dict(resources)},
-                }
-            }
-        },
-    }
-
-
-def to_yaml(node, indent: int = 0) -> str:
-    """Block YAML for nested dicts and lists of strings and numbers; strings are JSON-quoted (valid YAML)."""
-    pad = "  " * indent
-    if isinstance(node, dict):
-        lines = []
-        for key, value in node.items():
-            if isinstance(value, (dict, list)) and value:
-                lines.append(f"{pad}{key}:\n{to_yaml(value, indent + 1)}")
-            else:
-                lines.append(f"{pad}{key}: {json.dumps(value)}")
-        return "\n".join(lines)
-    if isinstance(node, list):
-        return "\n".join(f"{pad}- {json.dumps(item)}" if not isinstance(item, (dict, list)) else f"{pad}-\n{to_yaml(item, indent + 1)}" for item in node)
-    return f"{pad}{json.dumps(node)}"
-
-
-def write_kserve(config: KServeConfig) -> dict:
-    from datamix_cli.artifacts.staging import write_atomically
-
-    manifest = kserve_manifest(config)
-    write_atomically(config.out, to_yaml(manifest) + "\n", config.force)
-    return manifest
