@@ -10,7 +10,7 @@ Measurements, not pass/fail (issue 10), all in one run on this machine:
   tensors. Throughput and p50/p95 latency per request, and the average batch
   Triton's dynamic batcher formed (from its statistics endpoint). On this
   machine Triton runs the model through the Python stand-in of its
-  onnxruntime backend (tests/triton_backends): a GPU or container deployment
+  onnxruntime backend (tests/helpers/triton_backends): a GPU or container deployment
   runs the C++ backend instead, so the Triton figure here is a floor.
 * Cloud part alone on the CPU, in-process, batch of 16 mixtures:
   TorchScript (`cloud.pt`), `torch.export` (`cloud.pt2`) and AOTInductor

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datamix_cli.errors import BudgetError, CutError
 from partitioners.profile import CutPoint, GraphProfile
 
-MIN_K, MAX_K = 2, 64
 # A cut counts as "signed" (features of both signs) when at least this share of its entries is negative. After a
 # ReLU the share is exactly 0; a residual sum or a BatchNorm output before its activation is typically 30-50 %.
 SIGNED_MIN_SHARE = 0.05
@@ -62,12 +61,6 @@ class SplitDecision:
         return self.edge_flops / self.total_flops if self.total_flops else 1.0
 
 
-def validate_k(k: int) -> int:
-    if not MIN_K <= k <= MAX_K:
-        raise BudgetError(f"group size k must be between {MIN_K} and {MAX_K}, got {k}")
-    return k
-
-
 def default_tail_cut(profile: GraphProfile) -> CutPoint:
     """The latest cut before the classifier layer."""
     before = [c for c in profile.cut_points if c.position <= profile.classifier_position]
@@ -90,7 +83,8 @@ def choose_split(
     """
     if not 0 < budget <= 1:
         raise BudgetError(f"budget must be in (0, 1], got {budget}")
-    validate_k(k)
+    if k < 1:  # the protocol's bounds on k are checked where it is configured (datamix_cli.protocol.mixing)
+        raise BudgetError(f"the mixing cost needs a group size k >= 1, got {k}")
     tail = profile.cut(tail_cut) if tail_cut else default_tail_cut(profile)
     if tail.position > profile.classifier_position:
         raise CutError(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamix_cli.data.datasets import IMAGE_SUFFIXES, read_image
+from datamix_cli.data.images import IMAGE_SUFFIXES, read_image
 from datamix_cli.errors import DatasetError, InputFileError, require
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datamix_cli.data.geometry import fit_to_shape, resize_and_crop
 from datamix_cli.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -147,28 +148,9 @@ class Preprocessing:
 
     def fit(self, raw: np.ndarray, sample_shape: tuple[int, ...], name: str) -> np.ndarray:
         """Stage 1 on a batch of raw samples in [0, 1]: (N, H, W) grayscale or (N, C, H, W)."""
-        from datamix_cli.data.datasets import fit_to_shape
-
         if self.resize and len(sample_shape) == 3 and raw.ndim in (3, 4):
             raw = resize_and_crop(raw, self.resize, tuple(sample_shape[1:]))
         return fit_to_shape(raw, sample_shape, name)
-
-
-def resize_and_crop(raw: np.ndarray, shorter: int, crop: tuple[int, int]) -> np.ndarray:
-    """Resize each image so its shorter side is ``shorter`` (aspect kept), then centre-crop to ``crop``."""
-    import torch
-    import torch.nn.functional as F
-
-    h, w = raw.shape[-2:]
-    scale = shorter / min(h, w)
-    size = (max(crop[0], int(round(h * scale))), max(crop[1], int(round(w * scale))))
-    t = torch.as_tensor(np.ascontiguousarray(raw), dtype=torch.float32)
-    flat = t.reshape(-1, 1, h, w)
-    if (h, w) != size:
-        flat = F.interpolate(flat, size=size, mode="bilinear", align_corners=False, antialias=True)
-    top, left = (size[0] - crop[0]) // 2, (size[1] - crop[1]) // 2
-    out = flat[:, :, top : top + crop[0], left : left + crop[1]]
-    return out.reshape(*raw.shape[:-2], *crop).numpy().astype(raw.dtype, copy=False)
 
 
 def _floats(value, name: str) -> tuple[float, ...]:

@@ -30,7 +30,8 @@ class ProfileReport:
 def run_profile(config: ProfileConfig) -> ProfileReport:
     from partitioners.graph import trace_model
     from partitioners.profile import profile_model
-    from partitioners.select import choose_split, validate_k
+    from datamix_cli.protocol.mixing import validate_k
+    from partitioners.select import choose_split
 
     validate_k(config.k)
     model = load_model(config.source)

@@ -29,6 +29,7 @@ PROTOCOL_NAME = "datamix"
 PROTOCOL_VERSION = 1
 MIN_K, MAX_K = 2, 64
 MAX_DRAWS = 1000
+DECOYS_PATH = "edge/decoys.npz"  # inside a split folder
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,26 @@ class MixingConfig:
             noise_sigma=protocol["noise_sigma"], distribution=protocol.get("distribution", "dirichlet"),
             noise_relative=protocol.get("noise_relative", 0.0),
         )
+
+    def to_protocol(self, decoys: int, seeded: bool) -> dict:
+        """The manifest's ``protocol`` section: this configuration, the decoys kept with the edge artifact and
+        whether any C of the split was seeded (evaluation and verification only)."""
+        mixing = ("rows ~ Dirichlet(alpha·1), cond(C) <= kappa_max" if self.distribution == "dirichlet" else "Haar-random orthogonal (cond 1)")
+        return {
+            "name": PROTOCOL_NAME,
+            "version": PROTOCOL_VERSION,
+            "k": self.k,
+            "distribution": self.distribution,
+            "alpha": self.alpha,
+            "kappa_max": self.kappa_max,
+            "decoys": {"path": DECOYS_PATH, "count": int(decoys)},
+            "shuffle": self.shuffle,
+            "noise_sigma": self.noise_sigma,
+            "noise_relative": self.noise_relative,
+            "mix": "m = C·h over the group of k (h flattened per sample); fresh C per group, " + mixing,
+            "demix": "z = C⁻¹·z̃ over the group of k",
+            "seeded": bool(seeded),
+        }
 
     def __post_init__(self):
         if self.distribution not in DISTRIBUTIONS:

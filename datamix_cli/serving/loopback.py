@@ -96,7 +96,7 @@ def _percentiles(values: list[float]) -> dict:
     return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95))}
 
 
-def _reference_logits(folder: Path, manifest, x: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
+def reference_logits(folder: Path, manifest, x: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
     """The protocol recomputed independently of the edge artifacts under test.
 
     The PyTorch parts (TorchScript) run with C = I, i.e. as plain head and
@@ -130,8 +130,8 @@ def _original_logits(manifest, x: np.ndarray):
     """The unsplit model from the manifest's source, or None with the reason it cannot be loaded."""
     from datamix_cli.model.loading import ModelSource, load_model
     from datamix_cli.data.preprocessing import Preprocessing
-    from datamix_cli.pipeline.split import state_dict_sha256
-    from datamix_cli.training.finetune import predict_plain
+    from datamix_cli.model.identity import state_dict_sha256
+    from datamix_cli.training.evaluation import predict_plain
 
     model_info = manifest.model
     try:
@@ -162,7 +162,7 @@ def run_serve_local(config: LoopbackConfig) -> dict:
             result = client.run(oip, x, config.groups_per_request)
         finally:
             oip.close()
-    reference, unmixed = (a[: len(x)] for a in _reference_logits(folder, manifest, result.inputs, result.groups))
+    reference, unmixed = (a[: len(x)] for a in reference_logits(folder, manifest, result.inputs, result.groups))
     original, original_note = _original_logits(manifest, x)
     predictions = result.logits.argmax(1)
     report = {

@@ -30,3 +30,14 @@ def resolve_device(spec: str) -> str:
     if index >= torch.cuda.device_count():
         raise ConfigError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) visible")
     return spec
+
+
+def move(device, *things) -> None:
+    """Move modules, and the head, cloud and tail of partitions, to ``device`` (None entries are skipped)."""
+    import torch
+
+    for thing in things:
+        if isinstance(thing, torch.nn.Module):
+            thing.to(device)
+        elif thing is not None:
+            move(device, thing.head, thing.cloud, thing.tail)

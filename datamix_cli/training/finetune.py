@@ -1,4 +1,4 @@
-"""Mixing-aware fine-tuning and evaluation of split parts.
+"""Mixing-aware fine-tuning of split parts.
 
 Training runs head -> mix -> cloud -> de-mix -> tail end to end with a fresh
 C per group per step, so tail(C⁻¹·cloud(C·head(X))) stays accurate although
@@ -15,7 +15,6 @@ batch: the cloud may batch groups from many users without changing results.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,8 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from datamix_cli.errors import ConfigError, TrainingDivergedError
-from datamix_cli.protocol.groups import decoy_padding, dominant_sources
-from datamix_cli.protocol.mixing import MixingConfig, add_noise, coefficient_rng, draw_batch, mix
+from datamix_cli.protocol.mixing import MixingConfig, coefficient_rng, draw_batch
+from datamix_cli.training.adversary import Adversary
+from datamix_cli.training.devices import move
+from datamix_cli.training.mixed import MixedModel
 from datamix_cli.options import OptimizerName
 
 
@@ -64,54 +65,9 @@ class FinetuneConfig:
             raise ConfigError(f"--workers must be >= 0, got {self.workers}")
 
 
-def mixed_forward(parts, x: torch.Tensor, c: torch.Tensor, mixing: MixingConfig, generator=None) -> torch.Tensor:
-    """Logits of ``x`` (G·k samples) through head, mix (C per group), cloud, de-mix, tail."""
-    return parts.tail(mixed_features(parts, x, c, mixing, generator))
-
-
-def mixed_features(parts, x: torch.Tensor, c: torch.Tensor, mixing: MixingConfig, generator=None) -> torch.Tensor:
-    """De-mixed cloud outputs of ``x``: what the tail receives, with noise and shuffling as configured."""
-    return demixed_cloud(parts, sent_mixtures(parts, x, c, mixing, generator), c, mixing, generator)
-
-
-def sent_mixtures(parts, x: torch.Tensor, c: torch.Tensor, mixing: MixingConfig, generator=None) -> torch.Tensor:
-    """What the cloud receives for ``x`` (G·k samples): head features mixed by C per group, plus the protocol's noise."""
-    groups, k = c.shape[0], c.shape[1]
-    h = parts.head(x)
-    m = mix(c.to(h.dtype), h.reshape(groups, k, *h.shape[1:])).reshape(groups * k, *h.shape[1:])
-    return add_noise(mixing, m, lambda shape: torch.randn(shape, generator=generator, dtype=torch.float32).to(m.device, m.dtype))[0]
-
-
-def demixed_cloud(parts, m: torch.Tensor, c: torch.Tensor, mixing: MixingConfig, generator=None) -> torch.Tensor:
-    """The cloud on mixtures ``m`` (shuffled across groups and back when the protocol shuffles), de-mixed by C⁻¹."""
-    groups, k = c.shape[0], c.shape[1]
-    if mixing.shuffle:
-        # The cloud sees the batch's mixtures in random order; the edge restores it.
-        order = torch.randperm(len(m), generator=generator).to(m.device)
-        z_mixed = parts.cloud(m[order])[torch.argsort(order)]
-    else:
-        z_mixed = parts.cloud(m)
-    z = mix(torch.linalg.inv(c.double()).to(z_mixed.dtype), z_mixed.reshape(groups, k, *z_mixed.shape[1:]))
-    return z.reshape(groups * k, *z_mixed.shape[1:])
-
-
 def _set_train(parts, mode: bool) -> None:
     for part in (parts.head, parts.cloud, parts.tail):
         part.train(mode)
-
-
-class _MixedModel(torch.nn.Module):
-    """head → mix → cloud → de-mix → tail as one module, so DistributedDataParallel can wrap it."""
-
-    def __init__(self, parts, mixing: MixingConfig):
-        super().__init__()
-        self.head, self.cloud, self.tail, self.mixing = parts.head, parts.cloud, parts.tail, mixing
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor, generator=None):
-        """(de-mixed features, logits, what the cloud received)."""
-        m = sent_mixtures(self, x, c, self.mixing, generator)
-        z = demixed_cloud(self, m, c, self.mixing, generator)
-        return z, self.tail(z), m
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -219,8 +175,8 @@ def finetune(
     with warnings.catch_warnings():  # deep-copying fx graphs warns about pytree internals in torch 2.13
         warnings.simplefilter("ignore", FutureWarning)
         frozen = copy.deepcopy(parts) if (config.distill or config.feature_match) else None
-    joint = _MixedModel(parts, mixing)
-    _to(device, joint, frozen)
+    joint = MixedModel(parts, mixing)
+    move(device, joint, frozen)
     if frozen is not None:
         _set_train(frozen, False)
         for p in (q for part in (frozen.head, frozen.cloud, frozen.tail) for q in part.parameters()):
@@ -237,7 +193,7 @@ def finetune(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
     loader = _loader(x, y, batches, config, device)
     scale = _feature_scale(frozen, x, device) if config.feature_match else None
-    adversary = _Adversary(parts, x, mixing.k, device, config.seed) if config.adversarial else None
+    adversary = Adversary(parts, x, mixing.k, device, config.seed) if config.adversarial else None
     history, step, first_loss = [], 0, None
     _set_train(parts, True)
     try:
@@ -285,47 +241,8 @@ def finetune(
             _recalibrate_batchnorm(joint, loader, rng, mixing, device, generator, config.bf16)
     finally:
         _set_train(parts, False)
-        _to(home, joint)  # back where the caller had them
+        move(home, joint)  # back where the caller had them
     return history
-
-
-class _Adversary:
-    """Adversarial privacy fine-tuning: a decoder (the audit's architecture) trained alongside the parts to
-    reconstruct each mixture's dominant input from what the cloud receives, while the parts are trained to raise
-    its error (min-max).
-
-    The privacy loss is the decoder's error relative to guessing the batch's mean image, negated and clipped at
-    that chance level (-1), so the parts gain nothing by pushing reconstructions past uninformative. The decoder
-    exists only during fine-tuning: ``datamix audit`` trains fresh attackers on the exported split and never
-    sees this one.
-    """
-
-    def __init__(self, parts, x, k: int, device, seed: int | None, lr: float = 2e-3):
-        from datamix_cli.privacy.decoders import decoder_network  # the audit's decoder: the same capacity
-
-        sample = torch.from_numpy(np.ascontiguousarray(x[:k], dtype=np.float32)).to(device)
-        with torch.no_grad():
-            feature_shape = tuple(parts.head(sample).shape[1:])
-        if seed is not None:
-            torch.manual_seed(seed + 7)
-        self.net = decoder_network(feature_shape, tuple(sample.shape[1:])).to(device)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
-
-    def _error(self, m: torch.Tensor, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Mean squared error of the decoder's guess of each mixture's dominant input, over that of the mean image."""
-        target = x[dominant_sources(c)]  # C is (G, k, k): the k of what was sent, never a stale copy
-        standardised = (m - m.mean()) / (m.std() + 1e-6)
-        chance = F.mse_loss(target.mean(dim=0, keepdim=True).expand_as(target), target)
-        return F.mse_loss(self.net(standardised), target) / chance.clamp_min(1e-8)
-
-    def privacy_loss(self, m: torch.Tensor, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return -self._error(m, x, c).clamp(max=1.0)
-
-    def step(self, m: torch.Tensor, x: torch.Tensor, c: torch.Tensor) -> None:
-        loss = self._error(m, x, c)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
 
 
 BN_CALIBRATION_BATCHES = 200  # at most this many batches re-estimate the BatchNorm statistics
@@ -372,15 +289,6 @@ def _feature_scale(frozen, x, device, n: int = 512) -> torch.Tensor:
     return frozen.cloud(frozen.head(sample)).float().var().clamp_min(1e-12)
 
 
-def _to(device, *things) -> None:
-    """Move modules, and the head, cloud and tail of partitions, to ``device`` (None entries are skipped)."""
-    for thing in things:
-        if isinstance(thing, torch.nn.Module):
-            thing.to(device)
-        elif thing is not None:
-            _to(device, thing.head, thing.cloud, thing.tail)
-
-
 def _check_divergence(value: float, first_loss: float | None, step: int, total: int, lr: float) -> float:
     """Stop on a NaN/Inf or exploding loss; returns the first step's loss, the yardstick."""
     first_loss = value if first_loss is None else first_loss
@@ -392,43 +300,3 @@ def _check_divergence(value: float, first_loss: float | None, step: int, total: 
     return first_loss
 
 
-@torch.no_grad()
-def predict_plain(model, x: np.ndarray, batch: int = 256, device: str = "cpu") -> np.ndarray:
-    """Logits of a module (or a callable) on ``x`` in batches, as NumPy."""
-    return np.concatenate([model(torch.from_numpy(x[i : i + batch]).to(device)).cpu().numpy() for i in range(0, len(x), batch)])
-
-
-@contextlib.contextmanager
-def on_device(parts, model, device: str):
-    """Move the parts and the model to ``device`` for training and evaluation, and back to the CPU after."""
-    _to(torch.device(device), parts, model)
-    try:
-        yield
-    finally:
-        _to(torch.device("cpu"), parts, model)
-
-
-@torch.no_grad()
-def predict_mixed(
-    parts, x, decoys: np.ndarray, mixing: MixingConfig, seed: int | None, groups_per_batch: int = 64, device: str = "cpu"
-) -> np.ndarray:
-    """Logits of ``x`` under the protocol: groups of k (last one padded with decoys), fresh C each.
-
-    ``x`` may be lazily read samples: it is read one chunk of groups at a time.
-    """
-    rng = coefficient_rng(seed)
-    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    n = len(x)
-    pad = decoy_padding(n, decoys, mixing.k, rng)
-    out, step = [], groups_per_batch * mixing.k
-    for start in range(0, n, step):
-        chunk = np.asarray(x[start : start + step], dtype=np.float32)
-        if start + step >= n and len(pad):
-            chunk = np.concatenate([chunk, pad.astype(np.float32)])
-        c = torch.from_numpy(draw_batch(rng, mixing, len(chunk) // mixing.k)).float().to(device)
-        out.append(mixed_forward(parts, torch.from_numpy(chunk).to(device), c, mixing, generator).cpu().numpy())
-    return np.concatenate(out)[:n]
-
-
-def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
-    return float((logits.argmax(1) == y).mean())

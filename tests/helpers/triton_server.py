@@ -4,7 +4,7 @@ It lives in its own virtual environment, ``.triton-venv`` (``make test``
 creates it): PyTriton needs NumPy < 2, and the Python-backend stub links the
 system libpython3.11, so the venv is built from ``/usr/bin/python3.11``. The
 production onnxruntime and libtorch backends are not in that wheel; the
-stand-ins in ``tests/triton_backends`` take their names (see its README).
+stand-ins in ``tests/helpers/triton_backends`` take their names (see its README).
 """
 
 from __future__ import annotations

@@ -83,14 +83,14 @@ def _adversary_errors(informative: bool, steps: int = 30) -> tuple[float, float]
 
     from datamix_cli.data.datasets import load_dataset
     from datamix_cli.protocol.mixing import MixingConfig, draw_batch, mix
-    from datamix_cli.training.finetune import _Adversary
+    from datamix_cli.training.adversary import Adversary
 
     torch.manual_seed(0)
     traced = trace_model(small_cnn())
     profile = profile_model(traced, (1, 1, 32, 32))
     parts = partition(traced, profile.cut("3"), profile.cut("11"))
     x = torch.from_numpy(load_dataset("digits", (1, 32, 32)).x[:512])
-    adversary = _Adversary(parts, x.numpy(), 4, "cpu", seed=0)
+    adversary = Adversary(parts, x.numpy(), 4, "cpu", seed=0)
     rng = np.random.default_rng(0)
     with torch.no_grad():
         h = parts.head(x)
@@ -119,14 +119,15 @@ def test_privacy_loss_reaches_the_head_while_the_adversary_beats_chance():
     from partitioners.profile import profile_model
 
     from datamix_cli.protocol.mixing import MixingConfig
-    from datamix_cli.training.finetune import _Adversary, sent_mixtures
+    from datamix_cli.training.adversary import Adversary
+    from datamix_cli.training.mixed import sent_mixtures
 
     torch.manual_seed(0)
     traced = trace_model(small_cnn())
     profile = profile_model(traced, (1, 1, 32, 32))
     parts = partition(traced, profile.cut("3"), profile.cut("11"))
     x = torch.rand(8, 1, 32, 32)
-    adversary = _Adversary(parts, x.numpy(), 4, "cpu", seed=0)
+    adversary = Adversary(parts, x.numpy(), 4, "cpu", seed=0)
     c = torch.eye(4).repeat(2, 1, 1)
     m = sent_mixtures(parts, x, c, MixingConfig(k=4))
     loss = adversary.privacy_loss(m, x, c)

@@ -111,7 +111,7 @@ def test_exported_chain_with_fresh_random_c_equals_the_unsplit_model(affine_spli
 
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_training_time_mixed_features_commute_with_an_affine_cloud(parts, oracle, held_out, shuffle):
-    from datamix_cli.training.finetune import mixed_features, mixed_forward
+    from datamix_cli.training.mixed import mixed_features, mixed_forward
 
     config = MixingConfig(k=K, shuffle=shuffle)
     x = torch.from_numpy(held_out.x[: 8 * K])
@@ -123,7 +123,7 @@ def test_training_time_mixed_features_commute_with_an_affine_cloud(parts, oracle
 
 
 def test_evaluation_under_the_protocol_equals_the_unsplit_model(parts, oracle, held_out):
-    from datamix_cli.training.finetune import predict_mixed
+    from datamix_cli.training.evaluation import predict_mixed
 
     x = held_out.x[:50]  # 50 = 12 groups of 4 and one group padded with decoys
     decoys = held_out.x[300:310]
@@ -182,7 +182,7 @@ def test_orthogonal_mixing_commutes_with_a_linear_cloud_and_not_with_a_biased_on
     from partitioners.partition import partition
     from partitioners.profile import profile_model
 
-    from datamix_cli.training.finetune import mixed_forward
+    from datamix_cli.training.mixed import mixed_forward
 
     config = MixingConfig(k=8, distribution="orthogonal")
     x = torch.from_numpy(held_out.x[:32])

@@ -87,7 +87,7 @@ def triton_servers(repositories):
 def test_edge_client_through_real_triton_agrees_with_the_pytorch_reference(small_split, triton_servers, backend):
     from datamix_cli.serving.client import EdgeClient, OipClient
     from datamix_cli.data.datasets import load_dataset
-    from datamix_cli.serving.loopback import _reference_logits
+    from datamix_cli.serving.loopback import reference_logits
 
     held = load_dataset("digits", (1, 32, 32)).split(HOLDOUT, DATA_SEED)[1]
     x, y = held.x[:101], held.y[:101]
@@ -97,7 +97,7 @@ def test_edge_client_through_real_triton_agrees_with_the_pytorch_reference(small
         result = client.run(oip, x, groups_per_request=3)
     finally:
         oip.close()
-    reference, unmixed = (a[: len(x)] for a in _reference_logits(small_split, client.manifest, result.inputs, result.groups))
+    reference, unmixed = (a[: len(x)] for a in reference_logits(small_split, client.manifest, result.inputs, result.groups))
     predictions = result.logits.argmax(1)
     assert (predictions == reference.argmax(1)).mean() >= 0.995
     assert np.abs(result.logits - reference).max() < 1e-3

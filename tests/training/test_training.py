@@ -14,7 +14,8 @@ def test_batchnorm_statistics_follow_the_final_weights_even_with_a_slow_momentum
     from datamix_cli.data.datasets import load_dataset
     from datamix_cli.model.loading import ModelSource, load_model
     from datamix_cli.protocol.mixing import MixingConfig, coefficient_rng, draw_batch
-    from datamix_cli.training.finetune import FinetuneConfig, finetune, mixed_forward
+    from datamix_cli.training.finetune import FinetuneConfig, finetune
+    from datamix_cli.training.mixed import mixed_forward
     from partitioners.graph import trace_model
     from partitioners.partition import partition
     from partitioners.profile import profile_model

@@ -1,0 +1,97 @@
+"""The export loop of ``datamix split``: head and tail in every edge format (mixing and de-mixing inside the
+artifact), the cloud in every cloud format, each verified against its PyTorch part; and the side files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from datamix_cli.artifacts.manifest import sha256_file
+from datamix_cli.protocol.mixing import coefficient_rng, draw_coefficients
+
+REFERENCE_FORMAT = "torchscript"
+
+
+def tensor_spec(name: str, shape, dtype: str = "float32") -> dict:
+    spec = {"name": name, "shape": [int(d) for d in shape], "dtype": dtype}
+    per_sample = [d for d in shape[1:]]
+    if all(d > 0 for d in per_sample):
+        spec["bytes_per_sample"] = int(np.prod(per_sample, dtype=np.int64)) * 4
+    return spec
+
+
+def export_all(parts, exporters, config, decision, sample_shape, num_classes, held_x, folder: Path):
+    """Export head/tail in every edge format and the cloud in every cloud format; verify each against PyTorch."""
+    import torch
+
+    from datamix_cli.protocol.edge_modules import HeadWithMix, TailWithDemix
+    from exporters.torchscript import numpy_runner
+    from exporters.verify import Check, max_abs_error
+
+    k = config.mixing.k
+    up, down = decision.head_cut.activation_shape, decision.tail_cut.activation_shape
+    head, tail = HeadWithMix(parts.head).eval(), TailWithDemix(parts.tail).eval()
+    rng = coefficient_rng(config.eval_seed)
+    picks = rng.choice(len(held_x), size=(config.verify_groups, k), replace=len(held_x) < config.verify_groups * k)
+    cs = [draw_coefficients(rng, config.mixing).astype(np.float32) for _ in range(config.verify_groups)]
+
+    head_cases = [(held_x[p], c) for p, c in zip(picks, cs)]
+    mixtures = [numpy_runner(head)(*case) for case in head_cases]
+    cloud_out = [numpy_runner(parts.cloud)(m) for m in mixtures]
+    tail_cases = [(z, np.linalg.inv(c.astype(np.float64)).astype(np.float32)) for z, c in zip(cloud_out, cs)]
+    cloud_cases = [(np.concatenate(mixtures),), (mixtures[0][:1],)]  # any batch size, including 1
+
+    specs = {
+        "head": (head, head_cases, [tensor_spec("x", (k, *sample_shape)), tensor_spec("C", (k, k))], [tensor_spec("mixtures", (k, *up))]),
+        "tail": (tail, tail_cases, [tensor_spec("cloud_out", (k, *down)), tensor_spec("C_inv", (k, k))], [tensor_spec("scores", (k, num_classes))]),
+        "cloud": (parts.cloud, cloud_cases, [tensor_spec("mixtures", (-1, *up))], [tensor_spec("cloud_out", (-1, *down))]),
+    }
+    # TorchScript edge parts are the PyTorch reference that serve-local checks the edge runtimes against.
+    edge_formats = tuple(dict.fromkeys((*config.formats, REFERENCE_FORMAT)))  # the reference once, even if asked for
+    plan = [(role, name) for name in edge_formats for role in ("head", "tail")] + [("cloud", name) for name in config.cloud_formats]
+    artifacts, checks = [], []
+    for role, name in plan:
+        exporter = exporters[name]
+        module, cases, inputs, outputs = specs[role]
+        relative = f"{'cloud' if role == 'cloud' else 'edge'}/{role}{exporter.suffix}"
+        path = folder / relative
+        path.parent.mkdir(exist_ok=True)
+        exporter.export(module, tuple(torch.from_numpy(a) for a in cases[0]), path, [i["name"] for i in inputs], outputs[0]["name"])
+        error = max_abs_error(exporter.load(path), numpy_runner(module), cases)
+        tolerance = config.atol if config.atol is not None else exporter.default_atol
+        checks.append(Check(relative, error, tolerance))
+        artifacts.append(
+            {
+                "path": relative,
+                "format": name,
+                "role": role,
+                "sha256": sha256_file(path),
+                "inputs": inputs,
+                "outputs": outputs,
+                "max_abs_error": error if np.isfinite(error) else 1e308,
+                "tolerance": tolerance,
+            }
+        )
+    return artifacts, checks
+
+
+def write_side_files(folder: Path, parts, decoys, held_x, config, sample_shape) -> list[dict]:
+    """edge/decoys.npz and test_vectors.npz (one fixed test C, never used for real data)."""
+    from datamix_cli.protocol.edge_modules import HeadWithMix, TailWithDemix
+    from exporters.torchscript import numpy_runner
+
+    k = config.mixing.k
+    np.savez(folder / "edge" / "decoys.npz", x=decoys.astype(np.float32))
+    rng = np.random.default_rng(12345)
+    x = held_x[:k].astype(np.float32)
+    c = draw_coefficients(rng, config.mixing).astype(np.float32)
+    c_inv = np.linalg.inv(c.astype(np.float64)).astype(np.float32)
+    mixtures = numpy_runner(HeadWithMix(parts.head))(x, c)
+    cloud_out = numpy_runner(parts.cloud)(mixtures)
+    scores = numpy_runner(TailWithDemix(parts.tail))(cloud_out, c_inv)
+    np.savez(folder / "test_vectors.npz", x=x, C=c, C_inv=c_inv, mixtures=mixtures, cloud_out=cloud_out, scores=scores)
+    return [
+        {"path": "edge/decoys.npz", "sha256": sha256_file(folder / "edge" / "decoys.npz"), "role": "decoys"},
+        {"path": "test_vectors.npz", "sha256": sha256_file(folder / "test_vectors.npz"), "role": "test_vectors"},
+    ]
