@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from datamix_cli.errors import ServerError
+from datamix_cli.serving.oip import decode_response, encode_request
 from datamix_cli.protocol.groups import pad_with_decoys, shuffle_permutation, unshuffle
 from datamix_cli.protocol.mixing import MixingConfig, add_noise, coefficient_rng, draw_coefficients
 
@@ -66,32 +67,16 @@ class OipClient:
 
     def infer(self, model: str, input_name: str, array: np.ndarray) -> tuple[np.ndarray, dict]:
         """Send ``array`` (FP32) in binary; returns the first output and timings (upload_s, cloud_ms)."""
-        raw = np.ascontiguousarray(array, dtype="<f4").tobytes()
-        header = json.dumps(
-            {
-                "inputs": [{"name": input_name, "shape": list(array.shape), "datatype": "FP32", "parameters": {"binary_data_size": len(raw)}}],
-                "outputs": [{"name": self.output_name(model), "parameters": {"binary_data": True}}],
-            }
-        ).encode()
-        response, data, upload_s = self._request(
-            "POST",
-            f"/v2/models/{model}/infer",
-            header + raw,
-            {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
-        )
+        body, headers = encode_request(input_name, self.output_name(model), array)
+        response, data, upload_s = self._request("POST", f"/v2/models/{model}/infer", body, headers)
         if response.status != 200:
             raise ServerError(f"inference returned {response.status}: {data[:300].decode(errors='replace')}")
-        n = int(response.getheader("Inference-Header-Content-Length", len(data)))
-        meta = json.loads(data[:n])
-        output = meta["outputs"][0]
-        if output.get("datatype") != "FP32":
-            raise ServerError(f"server returned datatype {output.get('datatype')}, expected FP32")
-        if "parameters" in output and "binary_data_size" in output["parameters"]:
-            result = np.frombuffer(data[n : n + output["parameters"]["binary_data_size"]], dtype="<f4")
-        else:
-            result = np.asarray(output["data"], dtype=np.float32)
+        try:
+            result, meta = decode_response(data, response.getheader("Inference-Header-Content-Length"))
+        except ValueError as exc:
+            raise ServerError(str(exc)) from None
         timing = {"upload_s": upload_s, "cloud_ms": float((meta.get("parameters") or {}).get("cloud_ms", 0.0))}
-        return result.reshape(output["shape"]), timing
+        return result, timing
 
     def metadata(self, model: str) -> dict:
         """The model's metadata (asked once): tensor names differ between engines, e.g. Triton's libtorch INPUT__0."""

@@ -11,7 +11,6 @@ tensor contents.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import signal
 import sys
@@ -21,17 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from datamix_cli.serving.oip import HEADER_LENGTH, RequestError, encode_response, parse_body, parse_input, wants_binary
 from datamix_cli.serving.platforms import PLATFORMS
 from datamix_cli import __version__
 
 log = logging.getLogger("datamix.serve")
 
-HEADER_LENGTH = "inference-header-content-length"
 DEFAULT_MAX_BATCH = 256
 JSON_OVERHEAD = 1 << 16  # room for the JSON part of a request beside the tensor itself
-MAX_JSON_HEADER = 1 << 20
 EXEMPT_FROM_TOKEN = ("/v2/health/live", "/v2/health/ready")
-# The "platform" model metadata reports for each cloud format (the names Triton uses where it has one).
 
 
 @dataclass(frozen=True)
@@ -42,14 +39,6 @@ class ServeConfig:
     token: str | None = None
     max_batch: int = DEFAULT_MAX_BATCH
     format: str = "torchscript"  # which cloud artifact to serve: a key of PLATFORMS the split has
-
-
-class RequestError(Exception):
-    """A request the server refuses, with the HTTP status to refuse it with."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -99,104 +88,6 @@ def _error(status: int, message: str):
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def _parse_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
-    if header_length is not None:
-        try:
-            n = int(header_length)
-        except ValueError:
-            raise RequestError(400, "Inference-Header-Content-Length is not an integer") from None
-        if not 0 <= n <= len(body) or n > MAX_JSON_HEADER:
-            raise RequestError(400, f"Inference-Header-Content-Length {n} does not fit a body of {len(body)} bytes")
-        text, binary = body[:n], body[n:]
-    else:
-        text, binary = body, b""
-    try:
-        request = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise RequestError(400, f"request is not valid JSON: {type(exc).__name__}") from None
-    if not isinstance(request, dict):
-        raise RequestError(400, "request must be a JSON object")
-    return request, binary
-
-
-def _flatten_numbers(data, expected: int) -> np.ndarray:
-    """JSON data (flat or nested lists of numbers) -> float32, without trusting its structure."""
-    flat, stack = [], [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(reversed(item))
-        elif isinstance(item, (int, float)) and not isinstance(item, bool):
-            flat.append(item)
-        else:
-            raise RequestError(400, "input data must be numbers (nested lists allowed)")
-        if len(flat) > expected:
-            raise RequestError(400, "input data has more elements than its shape")
-    try:
-        with np.errstate(over="ignore"):  # out-of-range values become Inf and are rejected as such
-            return np.asarray(flat, dtype=np.float32)
-    except OverflowError:
-        raise RequestError(400, "input data holds numbers out of float32 range") from None
-
-
-def parse_input(model: CloudModel, request: dict, binary: bytes) -> np.ndarray:
-    inputs = request.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise RequestError(400, f"request must have exactly one input, {model.input_name!r}")
-    tensor = inputs[0]
-    if tensor.get("name") != model.input_name:
-        raise RequestError(400, f"unknown input {str(tensor.get('name'))[:64]!r}; expected {model.input_name!r}")
-    if tensor.get("datatype") != "FP32":
-        raise RequestError(400, f"input datatype must be FP32, got {str(tensor.get('datatype'))[:16]!r}")
-    shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-        raise RequestError(400, "input shape must be a list of integers")
-    if tuple(shape[1:]) != model.input_shape or len(shape) != len(model.input_shape) + 1:
-        raise RequestError(400, f"input shape {shape[:8]} does not match [batch, {', '.join(map(str, model.input_shape))}]")
-    batch = shape[0]
-    if not 1 <= batch <= model.max_batch:
-        raise RequestError(400, f"batch {batch} outside 1..{model.max_batch}")
-    count = batch * int(np.prod(model.input_shape))
-    parameters = tensor.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise RequestError(400, "input parameters must be an object")
-    size = parameters.get("binary_data_size")
-    if size is not None:
-        if not isinstance(size, int) or isinstance(size, bool) or size != count * 4:
-            raise RequestError(400, f"binary_data_size must be {count * 4} for shape {shape}")
-        if len(binary) != size:
-            raise RequestError(400, f"binary section holds {len(binary)} bytes, binary_data_size says {size}")
-        array = np.frombuffer(binary, dtype="<f4").astype(np.float32)
-    else:
-        if binary:
-            raise RequestError(400, "binary data present but no input declares binary_data_size")
-        if "data" not in tensor:
-            raise RequestError(400, "input has neither data nor binary_data_size")
-        array = _flatten_numbers(tensor["data"], count)
-        if array.size != count:
-            raise RequestError(400, f"input data has {array.size} elements, shape {shape} needs {count}")
-    if not np.isfinite(array).all():
-        raise RequestError(400, "input contains NaN or Inf")
-    return array.reshape(shape)
-
-
-def _wants_binary(model: CloudModel, request: dict) -> bool:
-    params = request.get("parameters") or {}
-    binary = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
-    outputs = request.get("outputs")
-    if outputs is None:
-        return binary
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
-        raise RequestError(400, "outputs must be a list of objects")
-    for output in outputs:
-        if output.get("name") != model.output_name:
-            raise RequestError(400, f"unknown output {str(output.get('name'))[:64]!r}; the model has {model.output_name!r}")
-        p = output.get("parameters") or {}
-        if isinstance(p, dict) and "binary_data" in p:
-            binary = bool(p["binary_data"])
-    return binary
-
-
 def build_app(model: CloudModel, token: str | None = None):
     """The ASGI app serving ``model``."""
     from starlette.applications import Starlette
@@ -240,28 +131,16 @@ def build_app(model: CloudModel, token: str | None = None):
     async def infer(request: Request):
         check_model(request)
         body = await _read_capped(request, model.max_body)
-        parsed, binary = _parse_body(body, request.headers.get(HEADER_LENGTH))
+        parsed, binary = parse_body(body, request.headers.get(HEADER_LENGTH))
         array = parse_input(model, parsed, binary)
-        binary_out = _wants_binary(model, parsed)
+        binary_out = wants_binary(model, parsed)
         started = time.perf_counter()
         result = np.ascontiguousarray(await run_in_threadpool(model.run, array), dtype="<f4")
         cloud_ms = (time.perf_counter() - started) * 1e3
-        output = {"name": model.output_name, "datatype": "FP32", "shape": list(result.shape)}
-        response = {"model_name": model.name, "model_version": "1", "outputs": [output], "parameters": {"cloud_ms": cloud_ms}}
-        request_id = parsed.get("id")
-        if isinstance(request_id, str) and len(request_id) <= 256:
-            response["id"] = request_id
-        if not binary_out:
-            output["data"] = result.ravel().tolist()
-            return JSONResponse(response)
-        raw = result.tobytes()
-        output["parameters"] = {"binary_data_size": len(raw)}
-        header = json.dumps(response).encode()
-        return Response(
-            header + raw,
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(len(header))},
-        )
+        body, header_length = encode_response(model.name, model.output_name, result, {"cloud_ms": cloud_ms}, parsed.get("id"), binary_out)
+        if header_length is None:
+            return Response(body, media_type="application/json")
+        return Response(body, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header_length)})
 
     routes = [
         Route("/v2/health/live", live),
