@@ -47,7 +47,7 @@ def main() -> None:
             ("orthogonal k=16", MixingConfig(k=16, distribution="orthogonal"), 12),
         ):
             result = run_split(SplitConfig(source=source, data="digits", out=tmp / name.replace(" ", "-"), input_shape=(1, 1, 32, 32),
-                                           formats=("onnx",), mixing=mixing, training=FinetuneConfig(epochs=epochs, seed=0)))
+                                           export=ExportConfig(formats=("onnx",)), mixing=mixing, training=FinetuneConfig(epochs=epochs, seed=0)))
             a = result.manifest.accuracy
             rows.append((
                 f"mixing {name}, {epochs} epochs: accuracy original / no mixing / naive / mixing-aware",

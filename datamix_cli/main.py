@@ -16,6 +16,10 @@ from datamix_cli import __version__
 from datamix_cli.errors import EXIT_USER_ERROR, DatamixError
 
 
+# click's UsageError, found through typer (which vendors click from 0.2x): BadParameter, NoSuchOption, MissingParameter.
+_USAGE_ERROR = typer.BadParameter.__mro__[1]
+
+
 class _DatamixGroup(TyperGroup):
     def invoke(self, ctx):
         try:
@@ -23,9 +27,15 @@ class _DatamixGroup(TyperGroup):
         except DatamixError as exc:
             if (ctx.obj or {}).get("debug"):
                 raise
-            lines = str(exc).strip().splitlines() or [type(exc).__name__]
-            typer.echo(f"error: {lines[0]}", err=True)
-            raise typer.Exit(EXIT_USER_ERROR) from None
+            _fail(str(exc) or type(exc).__name__)
+        except _USAGE_ERROR as exc:  # a bad or missing option of a subcommand: the same one line, the same code
+            command = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            _fail(f"{exc.format_message()} (see: {command} --help)")
+
+
+def _fail(message: str):
+    typer.echo(f"error: {message.strip().splitlines()[0] if message.strip() else message}", err=True)
+    raise typer.Exit(EXIT_USER_ERROR) from None
 
 
 app = typer.Typer(

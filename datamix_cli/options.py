@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from datamix_cli.errors import InputShapeError
+from datamix_cli.errors import ConfigError, InputShapeError
 
 
 class OptimizerName(str, enum.Enum):
@@ -34,3 +34,71 @@ class InstanceKind(str, enum.Enum):
     auto = "auto"  # GPU when the server has one, else CPU (Triton's KIND_AUTO)
     cpu = "cpu"
     gpu = "gpu"
+
+
+class MixingDistribution(str, enum.Enum):
+    """How the secret C of each group is drawn (docs/protocol.md)."""
+
+    dirichlet = "dirichlet"  # rows ~ Dirichlet(alpha), cond(C) <= kappa_max: the paper's convex mixing
+    orthogonal = "orthogonal"  # Haar-random orthogonal, cond 1 at any k
+
+
+class CutFeatures(str, enum.Enum):
+    """Which cuts the head may end at."""
+
+    any = "any"
+    signed = "signed"  # only cuts whose features take both signs (pre-activation)
+
+
+class Preset(str, enum.Enum):
+    """Named protocol configurations (datamix_cli.protocol.presets)."""
+
+    default = "default"
+    private = "private"
+
+
+class Runtime(str, enum.Enum):
+    """The edge runtime that runs the head and tail artifacts."""
+
+    onnx = "onnx"
+    tflite = "tflite"
+    torchscript = "torchscript"  # the PyTorch reference
+
+
+class PreprocessPreset(str, enum.Enum):
+    none = "none"  # built-in data, already at size
+    imagenet = "imagenet"  # resize 256/224, centre crop, ImageNet mean/std
+
+
+class ChannelOrder(str, enum.Enum):
+    rgb = "rgb"
+    bgr = "bgr"
+
+
+def choice(enum_type: type[enum.Enum], value, option: str):
+    """``value`` as a member of ``enum_type`` (members and their string values accepted), or a one-line ConfigError."""
+    if isinstance(value, enum_type):
+        return value
+    try:
+        return enum_type(str(value).strip().lower())
+    except ValueError:
+        names = ", ".join(m.value for m in enum_type)
+        raise ConfigError(f"unknown {option} {value!r}; choose from {names}") from None
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    """``"onnx, tflite"`` -> ``("onnx", "tflite")``."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parse_floats(text, option: str) -> tuple[float, ...]:
+    """``"0.5,0.25"`` -> ``(0.5, 0.25)`` (a tuple passes through), or a one-line ConfigError naming ``--option``."""
+    if isinstance(text, tuple):
+        return text
+    try:
+        values = tuple(float(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--{option} must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"--{option} is empty")
+    return values

@@ -56,10 +56,11 @@ def affine_split(tmp_path_factory, affine_weights):
     from tests.helpers.oracle_models import HEAD_CUT, TAIL_CUT
 
     from datamix_cli.training.finetune import FinetuneConfig
+    from datamix_cli.pipeline.export import ExportConfig
     from exporters import registered_names
 
     return split_once(
         tmp_path_factory, "affine-split", f"{ORACLE_FILE}:affine_cloud", affine_weights,
         head_cut=HEAD_CUT, tail_cut=TAIL_CUT, budget=1.0, training=FinetuneConfig(epochs=0),
-        formats=tuple(registered_names("head")), cloud_formats=tuple(registered_names("cloud")),  # every format, against the oracle
+        export=ExportConfig(formats=tuple(registered_names("head")), cloud_formats=tuple(registered_names("cloud"))),  # every format, against the oracle
     )

@@ -12,6 +12,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from datamix_cli.artifacts.sections import (
+    AccuracySection, ArtifactRecord, FileRecord, FlopsSection, ModelSection, ProtocolSection, SplitSection,
+)
 from datamix_cli.errors import ManifestError
 
 SCHEMA_VERSION = 1
@@ -24,15 +27,15 @@ class Manifest:
     """Everything needed to run and check one split."""
 
     datamix_version: str
-    model: dict
-    split: dict
-    protocol: dict
-    flops: dict
-    accuracy: dict
-    training: dict
-    artifacts: list[dict]
-    files: list[dict]
-    versions: dict
+    model: ModelSection
+    split: SplitSection
+    protocol: ProtocolSection
+    flops: FlopsSection
+    accuracy: AccuracySection
+    training: dict  # free-form in the schema: the fine-tuning options and history (docs/manifest.md)
+    artifacts: list[ArtifactRecord]
+    files: list[FileRecord]
+    versions: dict[str, str | None]
     schema_version: int = SCHEMA_VERSION
     created: str = ""
     extra: dict = field(default_factory=dict)
@@ -54,7 +57,7 @@ class Manifest:
         validate(data)
         return cls(**data)
 
-    def artifact(self, role: str, fmt: str) -> dict:
+    def artifact(self, role: str, fmt: str) -> ArtifactRecord:
         for record in self.artifacts:
             if record["role"] == role and record["format"] == fmt:
                 return record

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import typer
 
+from datamix_cli.options import Runtime
+
 FOLDER = typer.Argument(..., help="A split folder written by `datamix split`.", show_default=False)
-RUNTIME = typer.Option("onnx", "--runtime", help="Edge runtime: onnx, tflite (or torchscript, the PyTorch reference).")
+RUNTIME = typer.Option(Runtime.onnx, "--runtime", help="Edge runtime: onnx, tflite (or torchscript, the PyTorch reference).", case_sensitive=False)
 
 
 def serve(
@@ -30,7 +32,7 @@ def infer(
     folder: Path = FOLDER,
     inputs: list[Path] = typer.Argument(..., help="Inputs: .npy arrays (one sample or a batch), .npz with x, or image files.", show_default=False),
     server: str = typer.Option(..., "--server", help="Cloud server URL, e.g. http://127.0.0.1:8000."),
-    runtime: str = RUNTIME,
+    runtime: Runtime = RUNTIME,
     token: str = typer.Option(None, "--token", help="Bearer token the server requires."),
     as_json: bool = typer.Option(False, "--json", help="Print predictions as JSON."),
 ) -> None:
@@ -39,7 +41,7 @@ def infer(
     from datamix_cli.data.inputs import read_inputs
     from datamix_cli.data.preprocessing import Preprocessing
 
-    client = EdgeClient(folder, runtime)
+    client = EdgeClient(folder, runtime.value)
     x, names = read_inputs(inputs, client.input_shape, Preprocessing.from_manifest(client.manifest.model))
     oip = OipClient(server, token)
     try:
@@ -60,7 +62,7 @@ def infer(
 
 def serve_local(
     folder: Path = FOLDER,
-    runtime: str = RUNTIME,
+    runtime: Runtime = RUNTIME,
     samples: int = typer.Option(200, "--samples", help="Held-out samples to run."),
     data: str = typer.Option(None, "--data", help="Dataset (default: the one the split was evaluated on)."),
     groups_per_request: int = typer.Option(1, "--groups-per-request", help="Groups of k sent in one request."),
@@ -72,7 +74,7 @@ def serve_local(
 
     if samples < 1 or groups_per_request < 1:
         raise ConfigError("--samples and --groups-per-request must be >= 1")
-    report = run_serve_local(LoopbackConfig(folder=folder, runtime=runtime, samples=samples, data=data, groups_per_request=groups_per_request))
+    report = run_serve_local(LoopbackConfig(folder=folder, runtime=runtime.value, samples=samples, data=data, groups_per_request=groups_per_request))
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:

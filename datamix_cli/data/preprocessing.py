@@ -27,6 +27,7 @@ import numpy as np
 
 from datamix_cli.data.geometry import fit_to_shape, resize_and_crop
 from datamix_cli.errors import ConfigError
+from datamix_cli.options import ChannelOrder, PreprocessPreset, choice, parse_floats
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -37,7 +38,30 @@ PRESETS = {
     "none": {"resize_ratio": None, "mean": None, "std": None},
     "imagenet": {"resize_ratio": IMAGENET_RESIZE_RATIO, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
 }
-CHANNEL_ORDERS = ("rgb", "bgr")
+CHANNEL_ORDERS = tuple(order.value for order in ChannelOrder)
+
+
+@dataclass(frozen=True)
+class PreprocessingOptions:
+    """What the user asked for (a preset and overrides), checked as far as it can be without the model's input
+    shape; :meth:`Preprocessing.build` finishes the job once the shape is known."""
+
+    preset: str = "none"
+    resize: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channel_order: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "preset", choice(PreprocessPreset, self.preset, "preprocessing preset").value)
+        if self.channel_order is not None:
+            object.__setattr__(self, "channel_order", choice(ChannelOrder, self.channel_order, "channel order").value)
+        for name in ("mean", "std"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, parse_floats(getattr(self, name), name))
+
+    def as_kwargs(self) -> dict:
+        return {"preset": self.preset, "resize": self.resize, "mean": self.mean, "std": self.std, "channel_order": self.channel_order}
 
 
 @dataclass(frozen=True)
@@ -64,8 +88,8 @@ class Preprocessing:
             raise ConfigError(f"unknown preprocessing preset {preset!r}; choose from {', '.join(PRESETS)}")
         base = PRESETS[preset]
         channels = sample_shape[0]
-        mean = _floats(mean, "mean") if mean is not None else base["mean"]
-        std = _floats(std, "std") if std is not None else base["std"]
+        mean = parse_floats(mean, "mean") if mean is not None else base["mean"]
+        std = parse_floats(std, "std") if std is not None else base["std"]
         if (mean is None) != (std is None):
             mean = mean if mean is not None else (0.0,) * len(std)
             std = std if std is not None else (1.0,) * len(mean)
@@ -151,18 +175,6 @@ class Preprocessing:
         if self.resize and len(sample_shape) == 3 and raw.ndim in (3, 4):
             raw = resize_and_crop(raw, self.resize, tuple(sample_shape[1:]))
         return fit_to_shape(raw, sample_shape, name)
-
-
-def _floats(value, name: str) -> tuple[float, ...]:
-    if isinstance(value, tuple):
-        return value
-    try:
-        values = tuple(float(v) for v in str(value).split(",") if v.strip())
-    except ValueError:
-        raise ConfigError(f"--{name} must be comma-separated numbers, got {value!r}") from None
-    if not values:
-        raise ConfigError(f"--{name} is empty")
-    return values
 
 
 def prepend(traced, module):

@@ -3,6 +3,7 @@ artifact), the cloud in every cloud format, each verified against its PyTorch pa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,23 @@ import numpy as np
 from datamix_cli.artifacts.manifest import sha256_file
 from datamix_cli.protocol.mixing import coefficient_rng, draw_coefficients
 
+EDGE_FORMATS = ("onnx", "tflite")
+# TorchScript because the user's design asks for it (and Triton's libtorch backend takes it); the
+# torch.export program because TorchScript is deprecated from torch 2.14. Both are verified.
+CLOUD_FORMATS = ("torchscript", "pt2")
 REFERENCE_FORMAT = "torchscript"
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What ``datamix split`` exports and how strictly it is verified."""
+
+    formats: tuple[str, ...] = EDGE_FORMATS  # head and tail
+    cloud_formats: tuple[str, ...] = CLOUD_FORMATS  # must include REFERENCE_FORMAT
+    atol: float | None = None  # None: each exporter's default tolerance
+    allow_mismatch: bool = False  # publish even when an artifact misses its tolerance
+    decoys: int = 32  # public decoy inputs kept with the edge artifacts
+    verify_groups: int = 8  # groups of k each artifact is verified on
 
 
 def tensor_spec(name: str, shape, dtype: str = "float32") -> dict:
@@ -21,7 +38,7 @@ def tensor_spec(name: str, shape, dtype: str = "float32") -> dict:
     return spec
 
 
-def export_all(parts, exporters, config, decision, sample_shape, num_classes, held_x, folder: Path):
+def export_all(parts, exporters, export: ExportConfig, mixing, eval_seed, decision, sample_shape, num_classes, held_x, folder: Path):
     """Export head/tail in every edge format and the cloud in every cloud format; verify each against PyTorch."""
     import torch
 
@@ -29,12 +46,12 @@ def export_all(parts, exporters, config, decision, sample_shape, num_classes, he
     from exporters.torchscript import numpy_runner
     from exporters.verify import Check, max_abs_error
 
-    k = config.mixing.k
+    k = mixing.k
     up, down = decision.head_cut.activation_shape, decision.tail_cut.activation_shape
     head, tail = HeadWithMix(parts.head).eval(), TailWithDemix(parts.tail).eval()
-    rng = coefficient_rng(config.eval_seed)
-    picks = rng.choice(len(held_x), size=(config.verify_groups, k), replace=len(held_x) < config.verify_groups * k)
-    cs = [draw_coefficients(rng, config.mixing).astype(np.float32) for _ in range(config.verify_groups)]
+    rng = coefficient_rng(eval_seed)
+    picks = rng.choice(len(held_x), size=(export.verify_groups, k), replace=len(held_x) < export.verify_groups * k)
+    cs = [draw_coefficients(rng, mixing).astype(np.float32) for _ in range(export.verify_groups)]
 
     head_cases = [(held_x[p], c) for p, c in zip(picks, cs)]
     mixtures = [numpy_runner(head)(*case) for case in head_cases]
@@ -48,8 +65,8 @@ def export_all(parts, exporters, config, decision, sample_shape, num_classes, he
         "cloud": (parts.cloud, cloud_cases, [tensor_spec("mixtures", (-1, *up))], [tensor_spec("cloud_out", (-1, *down))]),
     }
     # TorchScript edge parts are the PyTorch reference that serve-local checks the edge runtimes against.
-    edge_formats = tuple(dict.fromkeys((*config.formats, REFERENCE_FORMAT)))  # the reference once, even if asked for
-    plan = [(role, name) for name in edge_formats for role in ("head", "tail")] + [("cloud", name) for name in config.cloud_formats]
+    edge_formats = tuple(dict.fromkeys((*export.formats, REFERENCE_FORMAT)))  # the reference once, even if asked for
+    plan = [(role, name) for name in edge_formats for role in ("head", "tail")] + [("cloud", name) for name in export.cloud_formats]
     artifacts, checks = [], []
     for role, name in plan:
         exporter = exporters[name]
@@ -59,7 +76,7 @@ def export_all(parts, exporters, config, decision, sample_shape, num_classes, he
         path.parent.mkdir(exist_ok=True)
         exporter.export(module, tuple(torch.from_numpy(a) for a in cases[0]), path, [i["name"] for i in inputs], outputs[0]["name"])
         error = max_abs_error(exporter.load(path), numpy_runner(module), cases)
-        tolerance = config.atol if config.atol is not None else exporter.default_atol
+        tolerance = export.atol if export.atol is not None else exporter.default_atol
         checks.append(Check(relative, error, tolerance))
         artifacts.append(
             {
@@ -76,16 +93,16 @@ def export_all(parts, exporters, config, decision, sample_shape, num_classes, he
     return artifacts, checks
 
 
-def write_side_files(folder: Path, parts, decoys, held_x, config, sample_shape) -> list[dict]:
+def write_side_files(folder: Path, parts, decoys, held_x, mixing) -> list[dict]:
     """edge/decoys.npz and test_vectors.npz (one fixed test C, never used for real data)."""
     from datamix_cli.protocol.edge_modules import HeadWithMix, TailWithDemix
     from exporters.torchscript import numpy_runner
 
-    k = config.mixing.k
+    k = mixing.k
     np.savez(folder / "edge" / "decoys.npz", x=decoys.astype(np.float32))
     rng = np.random.default_rng(12345)
     x = held_x[:k].astype(np.float32)
-    c = draw_coefficients(rng, config.mixing).astype(np.float32)
+    c = draw_coefficients(rng, mixing).astype(np.float32)
     c_inv = np.linalg.inv(c.astype(np.float64)).astype(np.float32)
     mixtures = numpy_runner(HeadWithMix(parts.head))(x, c)
     cloud_out = numpy_runner(parts.cloud)(mixtures)

@@ -47,7 +47,7 @@ def build_manifest(config, facts: SplitFacts, artifacts: list[dict], files: list
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         model=model_section(config, facts),
         split=split_section(config, facts.decision, facts.head_negative_share),
-        protocol=config.mixing.to_protocol(decoys=min(config.decoys, facts.n_train_data),
+        protocol=config.mixing.to_protocol(decoys=min(config.export.decoys, facts.n_train_data),
                                            seeded=config.training.seed is not None or config.eval_seed is not None),
         flops=flops_section(facts.profile, facts.decision),
         accuracy={"dataset": config.eval_data or config.data, "n": facts.n_eval, "eval_seed": config.eval_seed, **facts.accuracy},

@@ -13,14 +13,12 @@ import numpy as np
 from datamix_cli.artifacts.manifest import Manifest
 from datamix_cli.errors import ConfigError, DatasetError, NearChanceError, VerificationError
 from datamix_cli.model.loading import ModelSource
-from datamix_cli.pipeline.export import REFERENCE_FORMAT
+from datamix_cli.data.preprocessing import PreprocessingOptions
+from datamix_cli.options import CutFeatures
+from datamix_cli.pipeline.export import REFERENCE_FORMAT, ExportConfig
 from datamix_cli.protocol.mixing import MixingConfig
 from datamix_cli.training.finetune import FinetuneConfig
 
-EDGE_FORMATS = ("onnx", "tflite")
-# TorchScript because the user's design asks for it (and Triton's libtorch backend takes it); the
-# torch.export program because TorchScript is deprecated from torch 2.14. Both are verified.
-CLOUD_FORMATS = ("torchscript", "pt2")
 SPLIT_ATOL = 1e-4
 CHANCE_MARGIN = 0.05  # an original model within 5 points of chance on the held-out data is refused
 
@@ -39,27 +37,17 @@ class SplitConfig:
     holdout: float = 0.2
     data_seed: int = 0
     eval_seed: int | None = 0
-    formats: tuple[str, ...] = EDGE_FORMATS
-    cloud_formats: tuple[str, ...] = CLOUD_FORMATS
-    decoys: int = 32
-    verify_groups: int = 8
-    atol: float | None = None
+    export: ExportConfig = field(default_factory=ExportConfig)
     force: bool = False
-    allow_mismatch: bool = False
     allow_low_accuracy: bool = False
-    # Preprocessing options (datamix_cli.data.preprocessing.Preprocessing.build): a preset and overrides.
-    preprocess: str = "none"
-    resize: int | None = None
-    mean: str | None = None
-    std: str | None = None
-    channel_order: str | None = None
+    preprocessing: PreprocessingOptions = field(default_factory=PreprocessingOptions)
     eval_data: str | None = None  # a separate evaluation set instead of a holdout of ``data``
     skip_bad_images: bool = False
     cut_features: str = "any"  # "signed": the deepest cut within budget whose features take both signs (pre-activation)
     preset: str = "default"  # the --preset the options came from (recorded; datamix_cli.protocol.presets resolves it)
 
 
-CUT_FEATURES = ("any", "signed")
+CUT_FEATURES = tuple(c.value for c in CutFeatures)
 SIGN_SAMPLES = 16  # training samples the sign of each cut's features is measured on
 
 
@@ -95,7 +83,7 @@ def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitRe
     from datamix_cli.artifacts.staging import StagedFolder
     from datamix_cli.pipeline.export import export_all, write_side_files
     from datamix_cli.pipeline.manifest_sections import SplitFacts, build_manifest
-    from datamix_cli.data.preprocessing import PRESETS, Preprocessing, prepend
+    from datamix_cli.data.preprocessing import Preprocessing, prepend
     from datamix_cli.pipeline.profile import resolve_input_shape
     from datamix_cli.training.evaluation import accuracy, on_device, predict_mixed
     from datamix_cli.training.finetune import finetune
@@ -111,14 +99,12 @@ def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitRe
         raise DatasetError(f"holdout must be in (0, 1), got {config.holdout}")
     if config.cut_features not in CUT_FEATURES:
         raise ConfigError(f"unknown --cut-features {config.cut_features!r}; choose {' or '.join(CUT_FEATURES)}")
-    if config.preprocess.strip().lower() not in PRESETS:
-        raise ConfigError(f"unknown preprocessing preset {config.preprocess!r}; choose from {', '.join(PRESETS)}")
-    exporters = {name: get_exporter(name) for name in (*config.formats, *config.cloud_formats, REFERENCE_FORMAT)}
-    for role, names in (("head", config.formats), ("cloud", config.cloud_formats)):
+    exporters = {name: get_exporter(name) for name in (*config.export.formats, *config.export.cloud_formats, REFERENCE_FORMAT)}
+    for role, names in (("head", config.export.formats), ("cloud", config.export.cloud_formats)):
         wrong = [name for name in names if role not in exporters[name].roles]
         if wrong or not names:
             raise ConfigError(f"{', '.join(wrong) or 'none'}: not usable for the {role} part; choose from {', '.join(registered_names(role))}")
-    if REFERENCE_FORMAT not in config.cloud_formats:
+    if REFERENCE_FORMAT not in config.export.cloud_formats:
         raise ConfigError(f"the cloud formats must include {REFERENCE_FORMAT} (the reference serve-local and the audit run)")
     for exporter in exporters.values():
         exporter.check_available()
@@ -128,7 +114,7 @@ def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitRe
         traced = trace_model(model)
         shape = resolve_input_shape(traced, config.input_shape, config.data)
         sample_shape = tuple(shape[1:])
-        preprocessing = Preprocessing.build(sample_shape, config.preprocess, config.resize, config.mean, config.std, config.channel_order)
+        preprocessing = Preprocessing.build(sample_shape, **config.preprocessing.as_kwargs())
         if preprocessing.in_head:  # mean/std and channel order become the head's first operation
             traced = prepend(traced, preprocessing.normaliser(sample_shape))
         original = preprocessing.wrap(model, sample_shape)  # the oracle the split is checked against
@@ -148,7 +134,7 @@ def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitRe
         if skipped:
             report(f"warning: skipped {skipped} unreadable image(s), e.g. {(dataset.skipped or held.skipped)[0]}")
         parts = partition(traced, decision.head_cut, decision.tail_cut)
-        decoys = np.asarray(train.x[np.sort(np.random.default_rng(config.data_seed).choice(len(train.y), min(config.decoys, len(train.y)), replace=False))])
+        decoys = np.asarray(train.x[np.sort(np.random.default_rng(config.data_seed).choice(len(train.y), min(config.export.decoys, len(train.y)), replace=False))])
         report(f"split: head → {decision.head_cut.name}, tail from {decision.tail_cut.name}, edge share {decision.edge_fraction:.1%}")
         if preprocessing.preset != "none" or preprocessing.in_head:
             report(f"preprocessing: {preprocessing.describe()}" + (" (mean/std inside the head artifact)" if preprocessing.in_head else ""))
@@ -169,12 +155,12 @@ def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitRe
 
         report("exporting and verifying artifacts")
         folder = staged.staging
-        artifacts, checks = export_all(parts, exporters, config, decision, sample_shape, num_classes, held.x, folder)
-        if not config.allow_mismatch:
+        artifacts, checks = export_all(parts, exporters, config.export, config.mixing, config.eval_seed, decision, sample_shape, num_classes, held.x, folder)
+        if not config.export.allow_mismatch:
             from exporters.verify import raise_on_failures
 
             raise_on_failures(checks)
-        files = write_side_files(folder, parts, decoys, held.x, config, sample_shape)
+        files = write_side_files(folder, parts, decoys, held.x, config.mixing)
         facts = SplitFacts(model, profile, decision, sample_shape, dataset.classes, num_classes, len(dataset.y), len(held.y), acc,
                            history, train_seconds, preprocessing, world.size, skipped, shares.get(decision.head_cut.name))
         manifest = build_manifest(config, facts, artifacts, files)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -16,6 +17,37 @@ from datamix_cli.privacy.judging import Judge, best_attacks, verdict
 from datamix_cli.privacy.scene import Scene
 
 ATTACKS = attack_names()
+
+
+class Verdict(TypedDict):
+    status: str  # "leaks", "inconclusive" or "resists this audit"
+    reasons: list[str]
+
+
+class BestAttack(TypedDict, total=False):
+    attack: str
+    mean: float
+    chance: float
+    advantage: float
+    accuracy: float
+    single_mixture: float
+
+
+class AuditReport(TypedDict, total=False):
+    """What ``run_audit`` returns (``datamix audit --json``). Each attack that ran adds its own section under its
+    registered name (separation, inversion, ...), shaped by the attack; docs/audit.md describes them."""
+
+    threat_model: str
+    samples: int
+    public_samples: int
+    protocol: dict
+    split: dict
+    seed: int
+    classifier: dict  # the split's model on the true inputs: accuracy_on_inputs, chance
+    best: dict[str, BestAttack]  # per metric, the strongest attack next to its chance
+    verdict: Verdict
+    timing_s: dict[str, float]
+    caveat: str
 CAVEAT = (
     "An empirical audit, not a guarantee: instance encodings such as DataMix cannot give indistinguishability "
     "(Carlini et al., 'Is Private Learning Possible with Instance Encoding?'); stronger attacks may recover more."
@@ -34,7 +66,7 @@ class AuditConfig:
     report: Path | None = None
 
 
-def run_audit(config: AuditConfig) -> dict:
+def run_audit(config: AuditConfig) -> AuditReport:
     check_config(config)
     start = time.perf_counter()
     scene = build_scene(config)
@@ -59,12 +91,12 @@ def build_scene(config: AuditConfig) -> Scene:
     return Scene(config.folder, config.data, config.samples, config.seed)
 
 
-def audit_scene(scene: Scene, config: AuditConfig) -> dict:
+def audit_scene(scene: Scene, config: AuditConfig) -> AuditReport:
     """Run the chosen attacks on ``scene`` in registry order (tests replace what the cloud sees to build positive
     and negative controls)."""
     from datamix_cli.privacy import scene as scene_module
 
-    report = {
+    report: AuditReport = {
         "threat_model": scene_module.__doc__.split("Threat model (worst case for the user): ")[1].split("\n\n")[0].replace("\n", " "),
         "samples": int(len(scene.y)),
         "public_samples": int(len(scene.y_pub)),
@@ -88,7 +120,7 @@ def audit_scene(scene: Scene, config: AuditConfig) -> dict:
         reconstructions.update(outcome.reconstructions)
         context.earlier[name] = outcome
     report["best"] = best_attacks(report)
-    report["verdict"] = verdict(report)
+    report["verdict"] = verdict(report, ATTACKS)
     report["timing_s"] = timing
     report["caveat"] = CAVEAT
     if config.report is not None:

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from datamix_cli.privacy.attacks import attack_names
 from datamix_cli.privacy.metrics import summary
 
 if TYPE_CHECKING:
@@ -162,8 +161,9 @@ def best_attacks(report: dict) -> dict:
     return best
 
 
-def verdict(report: dict) -> dict:
-    """Leak when any attack on what DataMix sends beats chance on the same samples (never the unmixed baseline)."""
+def verdict(report: dict, attacks: tuple[str, ...]) -> dict:
+    """Leak when any attack on what DataMix sends beats chance on the same samples (never the unmixed baseline);
+    inconclusive when nothing leaks but one of ``attacks`` (every registered attack) did not run."""
     reasons, worries = [], []
     n = report.get("samples", 0)
 
@@ -194,7 +194,7 @@ def verdict(report: dict) -> dict:
                 f"{name} recovers features better than a single mixture gives "
                 f"(|corr| {r['matched_abs_corr']['mean']:.2f} vs {r['single_mixture_abs_corr']['mean']:.2f})"
             )
-    missing = [a for a in attack_names() if a not in report]
+    missing = [a for a in attacks if a not in report]
     if reasons:
         status = "leaks"
     elif worries or missing:
@@ -202,5 +202,5 @@ def verdict(report: dict) -> dict:
         worries += [f"attack {a} not run" for a in missing]
     else:
         status = "resists this audit"
-    skipped = [f"attack {a} skipped: {report[a]['skipped']}" for a in attack_names() if isinstance(report.get(a), dict) and "skipped" in report[a]]
+    skipped = [f"attack {a} skipped: {report[a]['skipped']}" for a in attacks if isinstance(report.get(a), dict) and "skipped" in report[a]]
     return {"status": status, "reasons": reasons + worries + skipped}

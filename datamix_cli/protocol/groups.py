@@ -44,10 +44,10 @@ def dominant_sources(cs):
     |coefficient|: shape (G·k,). NumPy or torch; the audit pairs mixtures with inputs by it, the adversary trains on it."""
     groups, k = cs.shape[0], cs.shape[1]
     within = abs(cs).argmax(-1)
-    if hasattr(within, "device"):  # torch
+    if isinstance(within, np.ndarray):
+        offsets = np.arange(groups)[:, None] * k
+    else:  # torch
         import torch
 
         offsets = torch.arange(groups, device=within.device)[:, None] * k
-    else:
-        offsets = np.arange(groups)[:, None] * k
     return (offsets + within).reshape(-1)

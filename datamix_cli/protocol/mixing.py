@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from datamix_cli.errors import ProtocolError
+from datamix_cli.options import MixingDistribution
 
-DISTRIBUTIONS = ("dirichlet", "orthogonal")
+DISTRIBUTIONS = tuple(d.value for d in MixingDistribution)
 PROTOCOL_NAME = "datamix"
 PROTOCOL_VERSION = 1
 MIN_K, MAX_K = 2, 64

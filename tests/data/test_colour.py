@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from datamix_cli.data.datasets import load_dataset
+from datamix_cli.pipeline.export import ExportConfig
 from datamix_cli.errors import DatasetError
 
 from tests.helpers import EXAMPLES_FILE
@@ -53,7 +54,7 @@ def test_hue_only_task_keeps_its_accuracy_through_split_and_infer(tmp_path):
     torch.save(model.state_dict(), tmp_path / "w.pt")
     source = ModelSource(f"{EXAMPLES_FILE}:small_cnn", weights=tmp_path / "w.pt", factory_kwargs={"num_classes": 2, "in_channels": 3})
     out = tmp_path / "split"
-    result = run_split(SplitConfig(source=source, data=str(folder), out=out, input_shape=(1, 3, 16, 16), formats=("onnx",), training=FinetuneConfig(epochs=8, batch_size=16, seed=0)))
+    result = run_split(SplitConfig(source=source, data=str(folder), out=out, input_shape=(1, 3, 16, 16), export=ExportConfig(formats=("onnx",)), training=FinetuneConfig(epochs=8, batch_size=16, seed=0)))
     acc = result.manifest.accuracy
     assert acc["original"] >= 0.95 and acc["mixing_aware"] >= 0.9, acc  # chance is 0.5
     Image.fromarray(np.full((12, 12, 3), RED, dtype=np.uint8), "RGB").save(tmp_path / "red.png")

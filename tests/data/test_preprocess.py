@@ -151,7 +151,7 @@ def test_serve_local_passes_with_preprocessing(normalised_split):
 
 
 def test_split_refuses_a_bad_spec_with_exit_2(tmp_path, small_cnn_weights):
-    for args, message in ((["--preprocess", "caffe"], "unknown preprocessing preset"), (["--mean", "0.1,0.2"], "--mean has 2 values")):
+    for args, message in ((["--preprocess", "caffe"], "'caffe' is not one of 'none', 'imagenet'"), (["--mean", "0.1,0.2"], "--mean has 2 values")):
         result = CliRunner().invoke(app, [
             "split", f"{EXAMPLES_FILE}:small_cnn", "--weights", str(small_cnn_weights), "--data", "digits",
             "--input-shape", "1,1,32,32", "--out", str(tmp_path / "s"), *args,

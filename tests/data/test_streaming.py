@@ -33,7 +33,7 @@ def digits_folder(root, n=None):
 
 
 def test_a_folder_is_read_on_demand(tmp_path, monkeypatch):
-    import datamix_cli.data.datasets as data_module
+    import datamix_cli.data.images as data_module  # where decoding happens (the read counted here)
 
     digits_folder(tmp_path / "d", n=60)
     calls = []

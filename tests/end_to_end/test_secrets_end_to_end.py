@@ -28,29 +28,32 @@ PRECISE_DIGITS = 7  # float32 precision: a number printed with this many signifi
 RUN = 3  # consecutive entries of one row, each printed precisely, that count as a leak (a whole row if k < 3)
 ROW_TOLERANCE = 1e-4  # a whole row printed at 4 decimals or more
 
-# Why a run of three entries and not one: a single printed number equal to one of the ~19,000 float32 entries of the
-# recorded matrices happens by chance, which made the end-to-end test flaky (issue 17). Rates, for 600 recorded 4×4
-# matrices and their inverses (4,800 rows, 19,200 entries, 14,400 adjacent pairs and 9,600 runs of three within rows)
-# and N = 10,000 printed numbers (the negative control below; the end-to-end test prints a few hundred, infer 90):
+# Why a run of three entries and not one: a single printed number equal to one of the tens of thousands of float32
+# entries of the recorded matrices happens by chance, which made the end-to-end test flaky (issue 17). Rates below for
+# M drawn 4×4 matrices C, recorded with C⁻¹ (per C: 8 rows, 32 entries, 24 adjacent pairs, 16 runs of three within
+# rows), and N printed numbers. The end-to-end test records M ≈ 1,300 and prints N ≈ 200 numbers (184 before the
+# audit's, infer's 90 logits among them); the negative control below uses M = 1,300 and N = 10,000.
 #   One number. A number printed with >= 7 significant digits matches an entry e when |value − e| <= q/2 + ulp32(e)
 #   (q = 10^(exponent − decimals), its printed quantum; ulp32 allows for e rounded to float32 before printing). That
 #   window holds at most 17 float32 values (6.6 on average at 7 digits, ~3 at full precision). A printed float32
 #   spread over B binades is a given float32 value with probability ~ 1 / (2^23 · B), so it matches a given entry with
 #   p1 <= 17 / 2^23 ≈ 2.0e-6 even if every printed number sat in that entry's binade (B = 1). For logits ~N(0, 3²) or
 #   probabilities ~U(0, 1), integrating their density over each entry's window gives p1 ≈ 5e-8 (at most 2.2e-7), so a
-#   printed number matches some entry with probability ~ 19,200 · p1 ≈ 1e-3 (measured: 3e-4 as json, 8e-4 at 7
-#   digits). The old rule (one number equal as float32) tripped with ~ 90 · 19,200 / (2^23 · B) ≈ 1.4 % on infer's 90
-#   logits (B ≈ 15 for them; measured 1.3 %, 40 of 3,000 draws): the CI failure.
-#   Two adjacent numbers matching two consecutive entries of a row: N · 14,400 · p1² ≈ 1e-7..1e-6 for those densities,
-#   up to 6e-4 for B = 1. Still too likely, hence three.
-#   Three (RUN): N · 9,600 · p1³ ≈ 1e-15..6e-14 for those densities, at most 1e4 · 9,600 · (2.0e-6)³ ≈ 8e-10 for B = 1:
-#   below 1e-9 per run of the end-to-end test even if it printed 10,000 numbers, all in the entries' binades.
-#   A whole row within ROW_TOLERANCE (as before): N · 4,800 · Π_j P(|x − e_j| <= 1e-4) ≈ 2e-11 for logits, 1e-9 for
-#   numbers log-uniform over the entries' range, 4e-8 for 10,000 numbers ~U(0, 1), the densest case (C's entries lie
-#   in [0, 1]); about 4e-12 per such number printed, and the end-to-end test prints far fewer than 10,000.
+#   printed number matches some entry of M = 1,300 with probability ~ 41,600 · p1 ≈ 2e-3 (measured for M = 600:
+#   3e-4 as json, 8e-4 at 7 digits). The old rule (one number, equal as float32) tripped with ~ 90 · 32 M / (2^23 · B)
+#   ≈ 3 % on infer's 90 logits alone (B ≈ 15..18 for them; measured over 3,000 draws: 1.3 % for M = 600, 2.5 % for
+#   M = 1,300; the new rules: none): the CI failure.
+#   Two adjacent numbers matching two consecutive entries of a row: N · 24 M · p1² ≈ 2e-7..2e-6 at N = 10,000 for
+#   those densities, up to 1e-3 for B = 1. Still too likely, hence three.
+#   Three (RUN): N · 16 M · p1³ ≈ 2e-15..1.3e-13 at N = 10,000 for those densities; for B = 1 at most
+#   16 · (2.0e-6)³ ≈ 1.3e-16 per printed number and C, i.e. 5e-11 for the end-to-end test (N = 300, M = 1,300) and
+#   1.7e-9 for the negative control.
+#   A whole row within ROW_TOLERANCE (as before): N · 8 M · Π_j P(|x − e_j| <= 1e-4) at N = 10,000 ≈ 4e-11 for
+#   logits, 2e-9 for numbers log-uniform over the entries' range, 8e-8 for numbers ~U(0, 1), the densest case (C's
+#   entries lie in [0, 1]): under 2e-9 for the end-to-end test's N ≈ 200 even if all were ~U(0, 1).
 #   Bytes (in_bytes): a whole row, 4 float32 (128 bits) or float64 (256 bits) values, at every offset: even for float32
-#   data such as weights (each value a given float32 with probability <= 2^-23), 10^7 offsets · 4,800 rows · 2^-92
-#   ≈ 1e-17.
+#   data such as weights (each value a given float32 with probability <= 2^-23), 10^7 offsets · 8 M rows · 2^-92
+#   ≈ 2e-17.
 
 
 class SecretScanner:
@@ -155,10 +158,11 @@ def test_the_scanner_finds_planted_secrets():
 
 @pytest.fixture(scope="module")
 def many_matrices():
-    """600 matrices drawn as the pipeline draws them, their inverses, and a scanner for all 1,200."""
+    """1,300 matrices drawn as the pipeline draws them (the end-to-end test records as many), their inverses, and a
+    scanner for all 2,600."""
     mixing = datamix_cli.protocol.mixing
     rng = np.random.default_rng(17)
-    drawn = [mixing.draw_coefficients(rng, mixing.MixingConfig()) for _ in range(600)]
+    drawn = [mixing.draw_coefficients(rng, mixing.MixingConfig()) for _ in range(1300)]
     matrices = [m for c in drawn for m in (c, np.linalg.inv(c))]
     return matrices, SecretScanner(matrices)
 
@@ -173,7 +177,7 @@ def printed_noise(rng, n):
 
 def sample_rows(matrices):
     """40 rows: 20 of C and 20 of C⁻¹ (``matrices`` alternates them), each row index as often."""
-    return [matrices[30 * i + i % 2][i // 2 % 4] for i in range(40)]
+    return [matrices[64 * i + i % 2][i // 2 % 4] for i in range(40)]
 
 
 ROW_FORMATS = {  # one row (float64) as text
@@ -216,7 +220,7 @@ def test_the_scanner_finds_three_consecutive_entries_of_a_row_printed_as_text(ma
 
 
 def test_the_scanner_ignores_many_printed_numbers_and_isolated_entries(many_matrices):
-    """10,000 random float32 numbers against 1,200 recorded matrices, printed five ways and as bytes, with recorded
+    """10,000 random float32 numbers against 2,600 recorded matrices, printed five ways and as bytes, with recorded
     entries planted alone and in pairs: chance matches of that kind (rates above SecretScanner) are not a leak."""
     matrices, scanner = many_matrices
     rng = np.random.default_rng(5)

@@ -22,6 +22,7 @@ from datamix_cli.artifacts.manifest import SCHEMA_VERSION, load_manifest
 from datamix_cli.protocol.mixing import MixingConfig
 from datamix_cli.pipeline.split import SplitConfig, run_split
 from datamix_cli.training.finetune import FinetuneConfig
+from datamix_cli.pipeline.export import ExportConfig
 from exporters import get_exporter
 
 from tests.helpers import EXAMPLES_FILE
@@ -91,7 +92,7 @@ def test_artifact_chain_with_identity_mixing_equals_the_original_model(tmp_path,
 
     model = load_model(ModelSource(SMALL, weights=small_cnn_weights))
     out = tmp_path / "nofinetune"
-    run_split(config(out, source=ModelSource(SMALL, weights=small_cnn_weights), training=FinetuneConfig(epochs=0), formats=("onnx", "tflite")))
+    run_split(config(out, source=ModelSource(SMALL, weights=small_cnn_weights), training=FinetuneConfig(epochs=0), export=ExportConfig(formats=("onnx", "tflite"))))
     tv = np.load(out / "test_vectors.npz")
     cloud = get_exporter("torchscript").load(out / "cloud/cloud.pt")
     with torch.no_grad():
@@ -140,7 +141,7 @@ def test_existing_output_is_refused_without_force_and_replaced_with_it(split_dir
     with pytest.raises(OutputDirError, match="--force"):
         run_split(config(out))
     assert (out / "keep.txt").read_text() == "mine"
-    run_split(config(out, force=True, formats=("onnx",), training=FinetuneConfig(epochs=0)))
+    run_split(config(out, force=True, export=ExportConfig(formats=("onnx",)), training=FinetuneConfig(epochs=0)))
     assert not (out / "keep.txt").exists() and (out / "manifest.json").is_file()
     assert leftovers(tmp_path) == []
 
@@ -162,9 +163,9 @@ def test_failure_or_interrupt_leaves_nothing_half_written(tmp_path, monkeypatch,
 def test_mismatch_beyond_tolerance_fails_naming_the_artifact(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(VerificationError, match=r"edge/head.onnx: max abs error .* > 1e-12"):
-        run_split(config(out, training=FinetuneConfig(epochs=0), formats=("onnx",), atol=1e-12))
+        run_split(config(out, training=FinetuneConfig(epochs=0), export=ExportConfig(formats=("onnx",), atol=1e-12)))
     assert not out.exists()
-    run_split(config(out, training=FinetuneConfig(epochs=0), formats=("onnx",), atol=1e-12, allow_mismatch=True))
+    run_split(config(out, training=FinetuneConfig(epochs=0), export=ExportConfig(formats=("onnx",), atol=1e-12, allow_mismatch=True)))
     assert (out / "manifest.json").is_file()
 
 
@@ -309,7 +310,7 @@ def test_device_option_resolves_and_refuses_what_is_not_there(tmp_path):
 
 def test_bf16_autocast_fine_tuning_trains_and_writes_a_verified_split(tmp_path, small_cnn_weights):
     source = ModelSource(SMALL, weights=small_cnn_weights)
-    result = run_split(config(tmp_path / "out", source=source, allow_low_accuracy=False, formats=("onnx",),
+    result = run_split(config(tmp_path / "out", source=source, allow_low_accuracy=False, export=ExportConfig(formats=("onnx",)),
                               training=FinetuneConfig(epochs=2, seed=0, bf16=True)))
     acc = result.manifest.accuracy
     assert result.manifest.training["bf16"] is True and result.manifest.training["device"] == "cpu"
@@ -327,7 +328,7 @@ def test_orthogonal_mixing_at_k16_trains_serves_and_audits(tmp_path, small_cnn_w
     with pytest.raises(ProtocolError, match="raise --kappa-max or lower --k"):
         run_split(config(tmp_path / "dirichlet", source=ModelSource(SMALL, weights=small_cnn_weights), mixing=MixingConfig(k=16)))
     source = ModelSource(SMALL, weights=small_cnn_weights)
-    result = run_split(config(out, source=source, allow_low_accuracy=False, formats=("onnx",), mixing=MixingConfig(k=16, distribution="orthogonal"),
+    result = run_split(config(out, source=source, allow_low_accuracy=False, export=ExportConfig(formats=("onnx",)), mixing=MixingConfig(k=16, distribution="orthogonal"),
                               training=FinetuneConfig(epochs=4, seed=0)))
     manifest = load_manifest(out)
     acc = result.manifest.accuracy

@@ -134,7 +134,7 @@ def test_group_decoder_is_skipped_when_the_split_shuffles(small_split):
     metrics, recon = attack_group(scene, Judge(scene, 0), epochs=1, seed=0)
     assert recon is None and "shuffles" in metrics["skipped"]
     report = base_report(group=metrics)
-    result = verdict(report)
+    result = verdict(report, ATTACKS)
     assert result["status"] == "resists this audit" and any("group skipped" in r for r in result["reasons"]), result
     assert "group decoder on a group's mixtures" not in best_attacks(report).get("ssim", {}).get("attack", "")
 
@@ -168,26 +168,26 @@ def base_report(**overrides):
 
 
 def test_verdict_is_decided_on_advantage_over_chance_not_absolute_scores():
-    assert verdict(base_report())["status"] == "resists this audit"
+    assert verdict(base_report(), ATTACKS)["status"] == "resists this audit"
     # A high absolute SSIM that the public mean image also reaches is not a leak.
-    assert verdict(base_report(**{"inversion.mixtures.ssim": {"mean": 0.6}}))["status"] == "resists this audit"
-    assert verdict(base_report(**{"inversion.mixtures.ssim_advantage": 0.11}))["status"] == "leaks"
-    assert verdict(base_report(**{"inversion.separated.psnr_advantage_db": 2.5}))["status"] == "leaks"
-    assert verdict(base_report(**{"adaptive.ssim_advantage": 0.11}))["status"] == "leaks"
-    assert verdict(base_report(**{"adaptive.ssim_advantage": 0.07}))["status"] == "inconclusive"
+    assert verdict(base_report(**{"inversion.mixtures.ssim": {"mean": 0.6}}), ATTACKS)["status"] == "resists this audit"
+    assert verdict(base_report(**{"inversion.mixtures.ssim_advantage": 0.11}), ATTACKS)["status"] == "leaks"
+    assert verdict(base_report(**{"inversion.separated.psnr_advantage_db": 2.5}), ATTACKS)["status"] == "leaks"
+    assert verdict(base_report(**{"adaptive.ssim_advantage": 0.11}), ATTACKS)["status"] == "leaks"
+    assert verdict(base_report(**{"adaptive.ssim_advantage": 0.07}), ATTACKS)["status"] == "inconclusive"
     # 64 samples at chance 10 %: 20 % correct is significant (p < 0.01), 14 % is not.
-    assert verdict(base_report(**{"label.mixtures": 0.20}))["status"] == "leaks"
-    assert verdict(base_report(**{"label.separated": 0.14}))["status"] == "resists this audit"
+    assert verdict(base_report(**{"label.mixtures": 0.20}), ATTACKS)["status"] == "leaks"
+    assert verdict(base_report(**{"label.separated": 0.14}), ATTACKS)["status"] == "resists this audit"
     # Re-identification among 64 at chance 1/64: 6 hits are significant, 2 are not.
-    assert verdict(base_report(**{"adaptive.reidentification": {"accuracy": 6 / 64, "chance": 1 / 64}}))["status"] == "leaks"
-    assert verdict(base_report(**{"inversion.mixtures.reidentification": {"accuracy": 2 / 64, "chance": 1 / 64}}))["status"] == "resists this audit"
-    assert verdict(base_report(**{"separation.matched_abs_corr": {"mean": 0.9}}))["status"] == "leaks"
-    assert verdict(base_report(**{"separation.matched_abs_corr": {"mean": 0.82}}))["status"] == "resists this audit"
-    assert verdict(base_report(**{"optimisation.matched_abs_corr": {"mean": 0.9}}))["status"] == "leaks"
-    assert verdict(base_report(**{"group.ssim_advantage": 0.11}))["status"] == "leaks"
+    assert verdict(base_report(**{"adaptive.reidentification": {"accuracy": 6 / 64, "chance": 1 / 64}}), ATTACKS)["status"] == "leaks"
+    assert verdict(base_report(**{"inversion.mixtures.reidentification": {"accuracy": 2 / 64, "chance": 1 / 64}}), ATTACKS)["status"] == "resists this audit"
+    assert verdict(base_report(**{"separation.matched_abs_corr": {"mean": 0.9}}), ATTACKS)["status"] == "leaks"
+    assert verdict(base_report(**{"separation.matched_abs_corr": {"mean": 0.82}}), ATTACKS)["status"] == "resists this audit"
+    assert verdict(base_report(**{"optimisation.matched_abs_corr": {"mean": 0.9}}), ATTACKS)["status"] == "leaks"
+    assert verdict(base_report(**{"group.ssim_advantage": 0.11}), ATTACKS)["status"] == "leaks"
     # The split's model labels reconstructions: 64 samples at chance 30 %: 45 % correct is significant, 40 % is not.
-    assert verdict(base_report(**{"optimisation.classifier_label": {"accuracy": 0.45, "chance": 0.3}}))["status"] == "leaks"
-    assert verdict(base_report(**{"group.classifier_label": {"accuracy": 0.40, "chance": 0.3}}))["status"] == "resists this audit"
+    assert verdict(base_report(**{"optimisation.classifier_label": {"accuracy": 0.45, "chance": 0.3}}), ATTACKS)["status"] == "leaks"
+    assert verdict(base_report(**{"group.classifier_label": {"accuracy": 0.40, "chance": 0.3}}), ATTACKS)["status"] == "resists this audit"
     for attack in ("label", "adaptive", "group", "optimisation"):
         partial = base_report()
         del partial[attack]

@@ -120,3 +120,12 @@ def test_orthogonal_draws_follow_the_haar_measure():
 def test_unknown_distribution_is_refused():
     with pytest.raises(ProtocolError, match="unknown mixing distribution 'gaussian'"):
         MixingConfig(distribution="gaussian")
+
+
+def test_dominant_sources_index_the_batch_in_numpy_and_torch():
+    from datamix_cli.protocol.groups import dominant_sources
+
+    cs = np.array([[[0.1, 0.9], [0.7, 0.3]], [[0.2, 0.8], [0.6, 0.4]]])  # groups of 2: rows pick 1, 0 and 1, 0
+    got = dominant_sources(cs)
+    assert isinstance(got, np.ndarray) and got.tolist() == [1, 0, 3, 2]
+    assert dominant_sources(torch.from_numpy(cs)).tolist() == [1, 0, 3, 2]

@@ -1,0 +1,63 @@
+"""What ``datamix split`` shows while it runs and when it is done: a progress bar, the accuracy table, the artifacts."""
+
+from __future__ import annotations
+
+
+def run_with_progress(config, run_split) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("fine-tuning"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    task = None
+
+    def on_step(step, total, loss, acc):
+        nonlocal task
+        if task is None:  # shown only once training starts, so early errors stay one line
+            progress.start()
+            task = progress.add_task("train", total=total, loss=loss, acc=acc)
+        progress.update(task, completed=step, loss=loss, acc=acc)
+        if step == total:
+            progress.stop()
+
+    try:
+        result = run_split(config, on_step=on_step, report=console.print)
+    finally:
+        progress.stop()
+    if result is not None:  # None on torchrun ranks other than 0
+        print_summary(result)
+
+
+def print_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    m = result.manifest
+    console = Console()
+    acc = m.accuracy
+    table = Table(title=f"accuracy on {acc['n']} held-out samples of {acc['dataset']} (C seed {acc['eval_seed']}, k={m.protocol['k']})")
+    table.add_column("model")
+    table.add_column("accuracy", justify="right")
+    for key, label in (("original", "original model"), ("split_without_mixing", "split, no mixing"),
+                       ("naive_mixing", "naive mixing (before fine-tuning)"), ("mixing_aware", "mixing-aware fine-tuned")):
+        table.add_row(label, f"{acc[key]:.2%}")
+    console.print(table)
+    artifacts = Table(title="artifacts (verified against PyTorch)")
+    for column in ("path", "format", "max abs error", "tolerance"):
+        artifacts.add_column(column, justify="right" if column in ("max abs error", "tolerance") else "left")
+    for a in m.artifacts:
+        artifacts.add_row(a["path"], a["format"], f"{a['max_abs_error']:.2e}", f"{a['tolerance']:g}")
+    console.print(artifacts)
+    f = m.flops
+    console.print(
+        f"edge FLOPs share {f['edge_fraction']:.1%} (head {m.split['head_cut']}, tail from {m.split['tail_cut']}); "
+        f"uplink {m.split['uplink']['bytes_per_sample']} B/sample, downlink {m.split['downlink']['bytes_per_sample']} B/sample"
+    )
+    console.print(f"wrote {result.out} in {result.seconds:.1f} s")
