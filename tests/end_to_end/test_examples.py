@@ -17,3 +17,15 @@ def test_train_script_saves_weights_the_cli_can_load(tmp_path):
     assert "held-out accuracy" in result.stdout
     model = load_model(ModelSource(f"{EXAMPLES_FILE}:audio_cnn", weights=out))
     assert model(torch.zeros(2, 1, 1024)).shape == (2, 10)
+
+
+def test_the_shipped_demo_checkpoint_loads_and_has_learned_digits():
+    """`make demo` uses examples/checkpoints/resnet_digits.pt as shipped (it trains only when the file is missing):
+    it must still fit examples/models.py:resnet and score as examples/train.py left it on the held-out digits."""
+    from datamix_cli.data.datasets import load_dataset
+    from examples.train import accuracy
+    from tests.helpers import DATA_SEED, HOLDOUT
+
+    model = load_model(ModelSource(f"{EXAMPLES_FILE}:resnet", weights=ROOT / "examples" / "checkpoints" / "resnet_digits.pt"))
+    _, held = load_dataset("digits", (1, 32, 32)).split(HOLDOUT, DATA_SEED)
+    assert accuracy(model, held.x, held.y) >= 0.98
