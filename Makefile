@@ -73,4 +73,4 @@ test-torchvision: $(TV_STAMP)
 	$(TV_VENV)/bin/python -m pytest -m torchvision
 
 clean:
-	rm -rf $(VENV) $(TRITON_VENV) $(DEMO_OUT) examples/checkpoints
+	rm -rf $(VENV) $(TRITON_VENV) $(TV_VENV) $(DEMO_OUT)  # the shipped checkpoint stays

@@ -15,7 +15,8 @@ from datamix_cli.errors import ConfigError, DatasetError, NearChanceError, Verif
 from datamix_cli.model.loading import ModelSource
 from datamix_cli.data.preprocessing import PreprocessingOptions
 from datamix_cli.options import CutFeatures
-from datamix_cli.pipeline.export import REFERENCE_FORMAT, ExportConfig
+from datamix_cli.pipeline.export import REFERENCE_FORMAT, ExportConfig, export_all, write_side_files
+from datamix_cli.pipeline.manifest_sections import SplitFacts, build_manifest
 from datamix_cli.protocol.mixing import MixingConfig
 from datamix_cli.training.finetune import FinetuneConfig
 
@@ -78,95 +79,170 @@ def run_split(config: SplitConfig, on_step=None, report: Reporter = lambda messa
 def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitResult | None:
     import contextlib
 
-    from datamix_cli.data.datasets import load_dataset
-    from datamix_cli.model.loading import load_model
     from datamix_cli.artifacts.staging import StagedFolder
-    from datamix_cli.pipeline.export import export_all, write_side_files
-    from datamix_cli.pipeline.manifest_sections import SplitFacts, build_manifest
-    from datamix_cli.data.preprocessing import Preprocessing, prepend
-    from datamix_cli.pipeline.profile import resolve_input_shape
-    from datamix_cli.training.evaluation import accuracy, on_device, predict_mixed
-    from datamix_cli.training.finetune import finetune
-    from exporters import get_exporter, registered_names
-    from partitioners.graph import trace_model
     from partitioners.partition import partition
-    from partitioners.profile import profile_model
-    from partitioners.select import choose_split
 
     started = time.perf_counter()
+    exporters = _check(config)
+    staged_folder = StagedFolder(config.out, config.force)  # every rank checks the output path, so all stop alike
+    with staged_folder if world.is_main else contextlib.nullcontext(None) as staged:
+        prepared = _prepare_model(config)
+        data = _prepare_data(config, prepared, report)
+        shares = _negative_shares(prepared.traced, prepared.profile, data.dataset)
+        decision = _decide(config, prepared.profile, shares)
+        parts = partition(prepared.traced, decision.head_cut, decision.tail_cut)
+        decoys = _decoys(data.train, config)
+        _report_plan(config, decision, prepared.preprocessing, report)
+        trained = _finetune(config, prepared, data, parts, decoys, world, on_step, report)
+        if not world.is_main:
+            return None
+        report("exporting and verifying artifacts")
+        facts = SplitFacts(prepared.model, prepared.profile, decision, prepared.sample_shape, data.dataset.classes, data.num_classes,
+                           len(data.dataset.y), len(data.held.y), trained.accuracy, trained.history, trained.seconds,
+                           prepared.preprocessing, world.size, data.skipped, shares.get(decision.head_cut.name))
+        manifest = _export(config, exporters, parts, decoys, data.held, facts, staged.staging)
+        out = staged.publish()
+    return SplitResult(out, manifest, time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """The user's model, traced (with the in-head preprocessing in front), its oracle and its profile."""
+
+    model: object
+    traced: object
+    sample_shape: tuple[int, ...]
+    preprocessing: object
+    original: object  # preprocessing + model: what tail(cloud(head(x))) must equal
+    profile: object
+
+
+@dataclass(frozen=True)
+class _Data:
+    dataset: object
+    train: object
+    held: object
+    num_classes: int
+    skipped: int
+
+
+@dataclass(frozen=True)
+class _Trained:
+    accuracy: dict
+    history: list
+    seconds: float
+
+
+def _check(config: SplitConfig) -> dict:
+    """Everything that can be refused before any work: returns the exporters, each checked available."""
+    from exporters import get_exporter, registered_names
+
     config.training.validate(config.mixing.k)
     if not 0 < config.holdout < 1:
         raise DatasetError(f"holdout must be in (0, 1), got {config.holdout}")
     if config.cut_features not in CUT_FEATURES:
         raise ConfigError(f"unknown --cut-features {config.cut_features!r}; choose {' or '.join(CUT_FEATURES)}")
-    exporters = {name: get_exporter(name) for name in (*config.export.formats, *config.export.cloud_formats, REFERENCE_FORMAT)}
-    for role, names in (("head", config.export.formats), ("cloud", config.export.cloud_formats)):
+    export = config.export
+    exporters = {name: get_exporter(name) for name in (*export.formats, *export.cloud_formats, REFERENCE_FORMAT)}
+    for role, names in (("head", export.formats), ("cloud", export.cloud_formats)):
         wrong = [name for name in names if role not in exporters[name].roles]
         if wrong or not names:
             raise ConfigError(f"{', '.join(wrong) or 'none'}: not usable for the {role} part; choose from {', '.join(registered_names(role))}")
-    if REFERENCE_FORMAT not in config.export.cloud_formats:
+    if REFERENCE_FORMAT not in export.cloud_formats:
         raise ConfigError(f"the cloud formats must include {REFERENCE_FORMAT} (the reference serve-local and the audit run)")
     for exporter in exporters.values():
         exporter.check_available()
-    staged_folder = StagedFolder(config.out, config.force)  # every rank checks the output path, so all stop alike
-    with staged_folder if world.is_main else contextlib.nullcontext(None) as staged:
-        model = load_model(config.source)
-        traced = trace_model(model)
-        shape = resolve_input_shape(traced, config.input_shape, config.data)
-        sample_shape = tuple(shape[1:])
-        preprocessing = Preprocessing.build(sample_shape, **config.preprocessing.as_kwargs())
-        if preprocessing.in_head:  # mean/std and channel order become the head's first operation
-            traced = prepend(traced, preprocessing.normaliser(sample_shape))
-        original = preprocessing.wrap(model, sample_shape)  # the oracle the split is checked against
-        profile = profile_model(traced, (1, *sample_shape))
-        dataset = load_dataset(config.data, sample_shape, preprocessing, config.skip_bad_images)
-        shares = _negative_shares(traced, profile, dataset)
-        signed = shares if config.cut_features == "signed" else None
-        decision = choose_split(profile, config.budget, config.mixing.k, config.head_cut, config.tail_cut, signed)
-        num_classes = _num_classes(model, sample_shape)
-        _check_labels(dataset, num_classes)
-        if config.eval_data:
-            train, held = dataset, load_dataset(config.eval_data, sample_shape, preprocessing, config.skip_bad_images)
-            _check_labels(held, num_classes)
-        else:
-            train, held = dataset.split(config.holdout, config.data_seed)
-        skipped = len(dataset.skipped) + (len(held.skipped) if config.eval_data else 0)
-        if skipped:
-            report(f"warning: skipped {skipped} unreadable image(s), e.g. {(dataset.skipped or held.skipped)[0]}")
-        parts = partition(traced, decision.head_cut, decision.tail_cut)
-        decoys = np.asarray(train.x[np.sort(np.random.default_rng(config.data_seed).choice(len(train.y), min(config.export.decoys, len(train.y)), replace=False))])
-        report(f"split: head → {decision.head_cut.name}, tail from {decision.tail_cut.name}, edge share {decision.edge_fraction:.1%}")
-        if preprocessing.preset != "none" or preprocessing.in_head:
-            report(f"preprocessing: {preprocessing.describe()}" + (" (mean/std inside the head artifact)" if preprocessing.in_head else ""))
-        if ":" in config.source.spec and config.source.weights is None:
-            report(f"warning: no --weights given: {config.source.spec} starts from random weights")
+    return exporters
 
-        device = config.training.device
-        with on_device(parts, original, device):  # back on the CPU before anything is exported
-            acc = _accuracy_before_finetuning(original, parts, held, decoys, config)
-            _refuse_near_chance(acc["original"], held.y, config)
-            report(f"fine-tuning mixing-aware on {len(train.y)} samples" + (f" on {world.size} processes" if world.distributed else ""))
-            trained_at = time.perf_counter()
-            history = finetune(parts, train.x, train.y, config.mixing, config.training, on_step, world)
-            train_seconds = time.perf_counter() - trained_at
-            if not world.is_main:
-                return None
-            acc["mixing_aware"] = accuracy(predict_mixed(parts, held.x, decoys, config.mixing, config.eval_seed, device=device), held.y)
 
-        report("exporting and verifying artifacts")
-        folder = staged.staging
-        artifacts, checks = export_all(parts, exporters, config.export, config.mixing, config.eval_seed, decision, sample_shape, num_classes, held.x, folder)
-        if not config.export.allow_mismatch:
-            from exporters.verify import raise_on_failures
+def _prepare_model(config: SplitConfig) -> _Prepared:
+    from datamix_cli.data.preprocessing import Preprocessing, prepend
+    from datamix_cli.model.loading import load_model
+    from datamix_cli.pipeline.profile import resolve_input_shape
+    from partitioners.graph import trace_model
+    from partitioners.profile import profile_model
 
-            raise_on_failures(checks)
-        files = write_side_files(folder, parts, decoys, held.x, config.mixing)
-        facts = SplitFacts(model, profile, decision, sample_shape, dataset.classes, num_classes, len(dataset.y), len(held.y), acc,
-                           history, train_seconds, preprocessing, world.size, skipped, shares.get(decision.head_cut.name))
-        manifest = build_manifest(config, facts, artifacts, files)
-        (folder / "manifest.json").write_text(manifest.to_json())
-        out = staged.publish()
-    return SplitResult(out, manifest, time.perf_counter() - started)
+    model = load_model(config.source)
+    traced = trace_model(model)
+    sample_shape = tuple(resolve_input_shape(traced, config.input_shape, config.data)[1:])
+    preprocessing = Preprocessing.build(sample_shape, **config.preprocessing.as_kwargs())
+    if preprocessing.in_head:  # mean/std and channel order become the head's first operation
+        traced = prepend(traced, preprocessing.normaliser(sample_shape))
+    original = preprocessing.wrap(model, sample_shape)  # the oracle the split is checked against
+    return _Prepared(model, traced, sample_shape, preprocessing, original, profile_model(traced, (1, *sample_shape)))
+
+
+def _prepare_data(config: SplitConfig, prepared: _Prepared, report: Reporter) -> _Data:
+    from datamix_cli.data.datasets import load_dataset
+
+    shape, spec = prepared.sample_shape, prepared.preprocessing
+    dataset = load_dataset(config.data, shape, spec, config.skip_bad_images)
+    num_classes = _num_classes(prepared.model, shape)
+    _check_labels(dataset, num_classes)
+    if config.eval_data:
+        train, held = dataset, load_dataset(config.eval_data, shape, spec, config.skip_bad_images)
+        _check_labels(held, num_classes)
+    else:
+        train, held = dataset.split(config.holdout, config.data_seed)
+    skipped = len(dataset.skipped) + (len(held.skipped) if config.eval_data else 0)
+    if skipped:
+        report(f"warning: skipped {skipped} unreadable image(s), e.g. {(dataset.skipped or held.skipped)[0]}")
+    return _Data(dataset, train, held, num_classes, skipped)
+
+
+def _decide(config: SplitConfig, profile, shares: dict[str, float]):
+    """Where to cut: the policy lives in partitioners.select, the cutting in partitioners.partition."""
+    from partitioners.select import choose_split
+
+    signed = shares if config.cut_features == "signed" else None
+    return choose_split(profile, config.budget, config.mixing.k, config.head_cut, config.tail_cut, signed)
+
+
+def _decoys(train, config: SplitConfig) -> np.ndarray:
+    """Public decoys kept with the edge artifact: a fixed random subset of the fine-tuning data."""
+    n = min(config.export.decoys, len(train.y))
+    return np.asarray(train.x[np.sort(np.random.default_rng(config.data_seed).choice(len(train.y), n, replace=False))])
+
+
+def _report_plan(config: SplitConfig, decision, preprocessing, report: Reporter) -> None:
+    report(f"split: head → {decision.head_cut.name}, tail from {decision.tail_cut.name}, edge share {decision.edge_fraction:.1%}")
+    if preprocessing.preset != "none" or preprocessing.in_head:
+        report(f"preprocessing: {preprocessing.describe()}" + (" (mean/std inside the head artifact)" if preprocessing.in_head else ""))
+    if ":" in config.source.spec and config.source.weights is None:
+        report(f"warning: no --weights given: {config.source.spec} starts from random weights")
+
+
+def _finetune(config: SplitConfig, prepared: _Prepared, data: _Data, parts, decoys, world, on_step, report: Reporter) -> _Trained | None:
+    """Accuracy before, mixing-aware fine-tuning, accuracy after (on rank 0; None on the other ranks)."""
+    from datamix_cli.training.evaluation import accuracy, on_device, predict_mixed
+    from datamix_cli.training.finetune import finetune
+
+    device, held = config.training.device, data.held
+    with on_device(parts, prepared.original, device):  # back on the CPU before anything is exported
+        acc = _accuracy_before_finetuning(prepared.original, parts, held, decoys, config)
+        _refuse_near_chance(acc["original"], held.y, config)
+        report(f"fine-tuning mixing-aware on {len(data.train.y)} samples" + (f" on {world.size} processes" if world.distributed else ""))
+        started = time.perf_counter()
+        history = finetune(parts, data.train.x, data.train.y, config.mixing, config.training, on_step, world)
+        seconds = time.perf_counter() - started
+        if not world.is_main:
+            return None
+        acc["mixing_aware"] = accuracy(predict_mixed(parts, held.x, decoys, config.mixing, config.eval_seed, device=device), held.y)
+    return _Trained(acc, history, seconds)
+
+
+def _export(config: SplitConfig, exporters: dict, parts, decoys, held, facts, folder: Path):
+    """Every artifact exported and verified (all failures raised at once), the side files, the manifest."""
+    from exporters.verify import raise_on_failures
+
+    artifacts, checks = export_all(parts, exporters, config.export, config.mixing, config.eval_seed, facts.decision,
+                                   facts.sample_shape, facts.num_classes, held.x, folder)
+    if not config.export.allow_mismatch:
+        raise_on_failures(checks)
+    files = write_side_files(folder, parts, decoys, held.x, config.mixing)
+    manifest = build_manifest(config, facts, artifacts, files)
+    (folder / "manifest.json").write_text(manifest.to_json())
+    return manifest
 
 
 def _negative_shares(traced, profile, dataset) -> dict[str, float]:
