@@ -27,6 +27,7 @@ def main() -> None:
     from datamix_cli.data.datasets import load_dataset
     from datamix_cli.model.loading import ModelSource
     from datamix_cli.protocol.mixing import MixingConfig
+    from datamix_cli.pipeline.export import ExportConfig
     from datamix_cli.pipeline.split import SplitConfig, run_split
     from datamix_cli.training.finetune import FinetuneConfig
     from examples.models import small_cnn

@@ -78,12 +78,18 @@ def _print_table(report, plot: Path | None) -> None:
     for column in ("deployment", "edge FLOPs", "edge share", "what leaves the device"):
         summary.add_column(column, justify="right" if "edge" in column else "left")
     summary.add_row("edge only", f"{p.total_flops:,}", "100.0%", "nothing")
-    summary.add_row("cloud only", "0", "0.0%", "raw inputs")
+    sent = "raw inputs"
+    if report.baselines:
+        b = report.baselines
+        jpeg = next(key for key in b if key.startswith("jpeg"))
+        sent = f"raw inputs: {b['raw_uint8']:.0f} B uint8, {b['png']:.0f} B PNG, {b[jpeg]:.0f} B JPEG q{jpeg[6:]} (median of {b['samples']})"
+    summary.add_row("cloud only", "0", "0.0%", sent)
     summary.add_row(
         f"DataMix: head→{d.head_cut.name}, tail from {d.tail_cut.name}",
         f"{d.edge_flops:,}",
         f"{d.edge_fraction:.1%}",
-        f"mixed {'×'.join(map(str, d.head_cut.activation_shape))} features",
+        f"mixed {'×'.join(map(str, d.head_cut.activation_shape))} features: {d.head_cut.activation_bytes:,} B up, "
+        f"{d.tail_cut.activation_bytes:,} B down per input (fp32)",
         style="bold green",
     )
     console.print(summary)

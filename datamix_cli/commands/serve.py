@@ -58,6 +58,9 @@ def infer(
     else:
         for row in rows:
             typer.echo(f"{row['input']}: {row['prediction']}")
+    if not as_json:  # --json prints exactly the predictions
+        typer.echo(f"{len(rows)} input(s): {result.wire_up} bytes sent and {result.wire_down} received on the wire "
+                   f"(tensors {result.bytes_up} up, {result.bytes_down} down; HTTP framing and decoy padding included)", err=True)
 
 
 def serve_local(
@@ -105,4 +108,5 @@ def _print_report(report: dict) -> None:
     for stage, values in report["latency_ms"].items():
         table.add_row(stage, f"{values['p50']:.3f}", f"{values['p95']:.3f}")
     console.print(table)
-    console.print(f"bytes per sample: up {report['bytes_up_per_sample']:.0f}, down {report['bytes_down_per_sample']:.0f}")
+    console.print(f"bytes per input: tensors up {report['bytes_up_per_sample']:.0f}, down {report['bytes_down_per_sample']:.0f}; "
+                  f"on the wire (HTTP and padding included) up {report['wire_bytes_up_per_sample']:.0f}, down {report['wire_bytes_down_per_sample']:.0f}")

@@ -35,6 +35,8 @@ class SplitFacts:
     accuracy: dict
     history: list
     train_seconds: float
+    shipped_epoch: int
+    stopped: str
     preprocessing: object  # datamix_cli.data.preprocessing.Preprocessing
     processes: int
     skipped_images: int
@@ -130,6 +132,10 @@ def training_section(config, facts: SplitFacts) -> dict:
         "data_seed": config.data_seed,
         "seconds": round(facts.train_seconds, 2),
         "history": facts.history,
+        "validation": training.validation,
+        "patience": training.patience,
+        "shipped_epoch": facts.shipped_epoch,
+        "stopped": facts.stopped,
         "batchnorm": BATCHNORM_NOTE,
     }
 

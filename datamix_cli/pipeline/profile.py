@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from datamix_cli.errors import InputShapeError
 from datamix_cli.model.loading import ModelSource, load_model
 
@@ -25,6 +27,11 @@ class ProfileReport:
     profile: "partitioners.profile.GraphProfile"  # noqa: F821
     decision: "partitioners.select.SplitDecision"  # noqa: F821
     budget: float
+    # What a cloud-only app would send per input instead (raw uint8, PNG, JPEG q90 of --data's first samples).
+    baselines: dict | None = None
+
+
+BASELINE_SAMPLES = 64
 
 
 def run_profile(config: ProfileConfig) -> ProfileReport:
@@ -39,7 +46,17 @@ def run_profile(config: ProfileConfig) -> ProfileReport:
     shape = resolve_input_shape(traced, config.input_shape, config.data)
     profile = profile_model(traced, (1, *shape[1:]))
     decision = choose_split(profile, config.budget, config.k, config.head_cut, config.tail_cut)
-    return ProfileReport(profile, decision, config.budget)
+    return ProfileReport(profile, decision, config.budget, _baselines(config.data, tuple(shape[1:])))
+
+
+def _baselines(data: str | None, sample_shape: tuple[int, ...]) -> dict | None:
+    if data is None:
+        return None
+    from datamix_cli.data.datasets import load_dataset
+    from datamix_cli.data.images import encoded_sizes
+
+    dataset = load_dataset(data, sample_shape)
+    return encoded_sizes(np.asarray(dataset.x[: min(BASELINE_SAMPLES, len(dataset.y))]))
 
 
 def resolve_input_shape(traced, given: tuple[int, ...] | None, data: str | None) -> tuple[int, ...]:
@@ -106,7 +123,10 @@ def report_to_dict(report: ProfileReport) -> dict:
             "cloud_flops": d.cloud_flops,
             "edge_flops": d.edge_flops,
             "edge_fraction": d.edge_fraction,
+            "uplink_bytes_per_sample": d.head_cut.activation_bytes,
+            "downlink_bytes_per_sample": d.tail_cut.activation_bytes,
         },
+        "cloud_only_bytes_per_sample": report.baselines,
     }
 
 

@@ -98,7 +98,7 @@ def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitRe
             return None
         report("exporting and verifying artifacts")
         facts = SplitFacts(prepared.model, prepared.profile, decision, prepared.sample_shape, data.dataset.classes, data.num_classes,
-                           len(data.dataset.y), len(data.held.y), trained.accuracy, trained.history, trained.seconds,
+                           len(data.dataset.y), len(data.held.y), trained.accuracy, trained.history, trained.seconds, trained.shipped_epoch, trained.stopped,
                            prepared.preprocessing, world.size, data.skipped, shares.get(decision.head_cut.name))
         manifest = _export(config, exporters, parts, decoys, data.held, facts, staged.staging)
         out = staged.publish()
@@ -131,6 +131,8 @@ class _Trained:
     accuracy: dict
     history: list
     seconds: float
+    shipped_epoch: int
+    stopped: str
 
 
 def _check(config: SplitConfig) -> dict:
@@ -222,13 +224,28 @@ def _finetune(config: SplitConfig, prepared: _Prepared, data: _Data, parts, deco
         acc = _accuracy_before_finetuning(prepared.original, parts, held, decoys, config)
         _refuse_near_chance(acc["original"], held.y, config)
         report(f"fine-tuning mixing-aware on {len(data.train.y)} samples" + (f" on {world.size} processes" if world.distributed else ""))
+        fit, validation = _validation_split(data.train, config)
         started = time.perf_counter()
-        history = finetune(parts, data.train.x, data.train.y, config.mixing, config.training, on_step, world)
+        done = finetune(parts, fit.x, fit.y, config.mixing, config.training, on_step, world, validation)
         seconds = time.perf_counter() - started
         if not world.is_main:
             return None
         acc["mixing_aware"] = accuracy(predict_mixed(parts, held.x, decoys, config.mixing, config.eval_seed, device=device), held.y)
-    return _Trained(acc, history, seconds)
+    report(f"fine-tuning: {done.stopped}")
+    return _Trained(acc, done.history, seconds, done.shipped_epoch, done.stopped)
+
+
+def _validation_split(train, config: SplitConfig):
+    """(samples to fit, (x, y) to select the epoch on): a part of the fine-tuning data, never the held-out data.
+    Whole groups of k only; no validation when it would hold fewer than one group."""
+    share = config.training.validation
+    if not share or not config.training.epochs:
+        return train, None
+    fit, validation = train.split(share, config.data_seed + 1)
+    n = len(validation.y) - len(validation.y) % config.mixing.k
+    if n < config.mixing.k:
+        return train, None
+    return fit, (np.asarray(validation.x[:n]), validation.y[:n])
 
 
 def _export(config: SplitConfig, exporters: dict, parts, decoys, held, facts, folder: Path):

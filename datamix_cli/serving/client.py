@@ -7,6 +7,7 @@ group is padded with decoys whose results are dropped.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import time
 import urllib.parse
@@ -24,6 +25,62 @@ RUNTIMES = ("onnx", "tflite", "torchscript")
 
 
 
+class _CountedSocket:
+    """A connected socket that counts the bytes written to it and read from it: what crossed the wire, HTTP request
+    line, headers and body included (for https, the bytes under TLS, not the TLS records)."""
+
+    def __init__(self, sock):
+        self._sock, self.sent, self.received = sock, 0, 0
+
+    def sendall(self, data, *args):
+        self.sent += len(data)
+        return self._sock.sendall(data, *args)
+
+    def send(self, data, *args):
+        n = self._sock.send(data, *args)
+        self.sent += n
+        return n
+
+    def makefile(self, mode="r", *args, **kwargs):  # http.client reads responses through this file
+        return io.BufferedReader(_CountedReader(self._sock.makefile("rb", buffering=0), self))
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class _CountedReader(io.RawIOBase):
+    def __init__(self, raw, counter: _CountedSocket):
+        self.raw, self.counter = raw, counter
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int | None:
+        n = self.raw.readinto(buffer)
+        self.counter.received += n or 0
+        return n
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def _counting(cls):
+    """An http.client connection class whose socket counts bytes (one class per base, made once)."""
+
+    class Counting(cls):
+        counted = None
+
+        def connect(self):
+            super().connect()
+            self.sock = self.counted = _CountedSocket(self.sock)
+
+    return Counting
+
+
+_CONNECTIONS = {False: _counting(http.client.HTTPConnection), True: _counting(http.client.HTTPSConnection)}
+
+
 class OipClient:
     """A minimal Open Inference Protocol client: one keep-alive connection, binary tensors both ways."""
 
@@ -37,22 +94,27 @@ class OipClient:
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._conn = None
         self._metadata: dict[str, dict] = {}
+        self.last_wire = (0, 0)  # bytes (written, read) on the socket by the last request, headers included
 
     def _connection(self):
         if self._conn is None:
-            cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
-            self._conn = cls(self.host, self.port, timeout=self.timeout)
+            self._conn = _CONNECTIONS[self.https](self.host, self.port, timeout=self.timeout)
         return self._conn
 
     def _request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
         for attempt in (0, 1):  # one retry when a kept-alive connection was closed by the server
             conn = self._connection()
             try:
+                counter = getattr(conn, "counted", None)  # the socket's counter outlives the socket (Connection: close)
+                before = (counter.sent, counter.received) if counter is not None else (0, 0)
                 sent = time.perf_counter()
                 conn.request(method, self.prefix + path, body=body, headers={**self.headers, **(headers or {})})
                 uploaded = time.perf_counter()
                 response = conn.getresponse()
                 data = response.read()
+                if conn.counted is not counter:  # connected (or reconnected) for this request
+                    before = (0, 0)
+                self.last_wire = (conn.counted.sent - before[0], conn.counted.received - before[1])
                 return response, data, uploaded - sent
             except (ConnectionError, http.client.HTTPException, OSError) as exc:
                 self.close()
@@ -75,7 +137,8 @@ class OipClient:
             result, meta = decode_response(data, response.getheader("Inference-Header-Content-Length"))
         except ValueError as exc:
             raise ServerError(str(exc)) from None
-        timing = {"upload_s": upload_s, "cloud_ms": float((meta.get("parameters") or {}).get("cloud_ms", 0.0))}
+        timing = {"upload_s": upload_s, "cloud_ms": float((meta.get("parameters") or {}).get("cloud_ms", 0.0)),
+                  "wire_up": self.last_wire[0], "wire_down": self.last_wire[1]}
         return result, timing
 
     def metadata(self, model: str) -> dict:
@@ -115,8 +178,10 @@ class StageTimes:
 @dataclass(frozen=True)
 class EdgeResult:
     logits: np.ndarray  # (N, classes), decoys dropped
-    bytes_up: int
+    bytes_up: int  # tensor bytes of the mixtures sent, decoys included
     bytes_down: int
+    wire_up: int  # bytes written to the socket by the inference requests: HTTP line, headers, JSON and tensor
+    wire_down: int  # bytes read back from it
     inputs: np.ndarray  # the padded input, decoys included
     groups: tuple  # per group (row indices into ``inputs``, C, noise added or None); in memory only, for checks
 
@@ -168,7 +233,7 @@ class EdgeClient:
         padded, n = pad_with_decoys(x, self.decoys, k, self.rng)
         model = self.manifest.model["name"]
         uplink = self._check_server(server, model)
-        logits, groups, up, down = [], [], 0, 0
+        logits, groups, up, down, wire_up, wire_down = [], [], 0, 0, 0, 0
         for start in range(0, len(padded), groups_per_request * k):
             chunk = padded[start : start + groups_per_request * k]
             t0 = time.perf_counter()
@@ -188,10 +253,12 @@ class EdgeClient:
             t3 = time.perf_counter()
             up += sent.nbytes
             down += returned.nbytes
+            wire_up += timing["wire_up"]
+            wire_down += timing["wire_down"]
             uplink_ms = timing["upload_s"] * 1e3
             self.times.head_mix.append((t1 - t0) * 1e3)
             self.times.uplink.append(uplink_ms)
             self.times.cloud.append(timing["cloud_ms"])
             self.times.downlink.append(max(0.0, (t2 - t1) * 1e3 - uplink_ms - timing["cloud_ms"]))
             self.times.demix_tail.append((t3 - t2) * 1e3)
-        return EdgeResult(np.concatenate(logits)[:n], up, down, padded, tuple(groups))
+        return EdgeResult(np.concatenate(logits)[:n], up, down, wire_up, wire_down, padded, tuple(groups))

@@ -180,6 +180,9 @@ def run_serve_local(config: LoopbackConfig) -> dict:
         "original_note": original_note,
         "bytes_up_per_sample": result.bytes_up / len(x),
         "bytes_down_per_sample": result.bytes_down / len(x),
+        # What crossed the socket per input (padding decoys and HTTP/JSON framing included), next to the tensors.
+        "wire_bytes_up_per_sample": result.wire_up / len(x),
+        "wire_bytes_down_per_sample": result.wire_down / len(x),
         "groups_per_request": config.groups_per_request,
         "latency_ms": {
             "edge_head_mix": _percentiles(client.times.head_mix),

@@ -25,7 +25,11 @@ import torch.nn.functional as F
 from datamix_cli.errors import ConfigError, TrainingDivergedError
 from datamix_cli.protocol.mixing import MixingConfig, coefficient_rng, draw_batch
 from datamix_cli.training.adversary import Adversary
+from datamix_cli.training.batches import EpochBatches
+from datamix_cli.training.batches import loader as make_loader
 from datamix_cli.training.devices import move
+from datamix_cli.training.evaluation import predict_mixed
+from datamix_cli.training.selection import VALIDATION_SEED, Selection, validation_score
 from datamix_cli.training.mixed import MixedModel
 from datamix_cli.options import OptimizerName
 
@@ -47,6 +51,10 @@ class FinetuneConfig:
     device: str = "cpu"  # a resolved torch device (datamix_cli.training.devices.resolve_device)
     bf16: bool = False  # bfloat16 autocast of the forward passes (meant for CUDA)
     workers: int | None = None  # DataLoader workers; None: 0 for in-memory arrays, else up to 4
+    # Model selection (datamix_cli.training.selection): the share of the fine-tuning data held out to pick the
+    # epoch that ships, and the epochs without improvement after which training stops (0: never stop early).
+    validation: float = 0.1
+    patience: int = 3
 
     def validate(self, k: int) -> None:
         if self.epochs < 0:
@@ -61,6 +69,10 @@ class FinetuneConfig:
             raise ConfigError(f"feature-match weight must be >= 0, got {self.feature_match}")
         if not self.adversarial >= 0:
             raise ConfigError(f"adversarial weight must be >= 0, got {self.adversarial}")
+        if not 0 <= self.validation < 0.5:
+            raise ConfigError(f"--validation must be in [0, 0.5), got {self.validation}")
+        if self.patience < 0:
+            raise ConfigError(f"--patience must be >= 0, got {self.patience}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {self.workers}")
 
@@ -70,74 +82,13 @@ def _set_train(parts, mode: bool) -> None:
         part.train(mode)
 
 
-class _Batches(torch.utils.data.Dataset):
-    """(x, y) batches for a DataLoader; reads lazily held samples in the worker processes.
+@dataclass(frozen=True)
+class Finetuned:
+    """What fine-tuning did: per-epoch figures, which epoch's weights the parts now hold, and why."""
 
-    A read error travels back as a message (not an exception, which the
-    DataLoader would wrap in a multi-line traceback) and is raised as one line.
-    """
-
-    def __init__(self, x, y: np.ndarray):
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitems__(self, indices):
-        from datamix_cli.errors import DatamixError
-
-        indices = np.asarray(indices)
-        try:
-            return torch.from_numpy(np.ascontiguousarray(self.x[indices], dtype=np.float32)), torch.from_numpy(self.y[indices]), None
-        except DatamixError as exc:
-            return None, None, exc
-
-
-def _identity(batch):
-    return batch
-
-
-def _loader(x, y: np.ndarray, batches, config: "FinetuneConfig", device: torch.device):
-    workers = config.workers
-    if workers is None:  # in-memory arrays need no workers; images are decoded in parallel
-        import os
-
-        workers = 0 if isinstance(x, np.ndarray) else min(4, max(1, (os.cpu_count() or 2) - 1))
-    return torch.utils.data.DataLoader(
-        _Batches(x, y), batch_sampler=batches, num_workers=workers, collate_fn=_identity,
-        # Pinning pays off only in a worker's background thread; in the main process it is one more copy per batch.
-        pin_memory=device.type == "cuda" and workers > 0, persistent_workers=workers > 0,
-    )
-
-
-class _EpochBatches:
-    """Index batches of one epoch at a time: a seeded permutation, or a DistributedSampler's shard."""
-
-    def __init__(self, n: int, batch: int, k: int, seed: int, world):
-        self.n, self.batch, self.k, self.seed, self.world, self.epoch = n, batch, k, seed, world, 0
-        if world.distributed:
-            self.sampler = torch.utils.data.DistributedSampler(
-                range(n), num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed, drop_last=True
-            )
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _order(self) -> np.ndarray:
-        if self.world.distributed:
-            self.sampler.set_epoch(self.epoch)
-            return np.fromiter(iter(self.sampler), dtype=np.int64)
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-
-    def __iter__(self):
-        order = self._order()
-        usable = len(order) - len(order) % self.k
-        for start in range(0, usable, self.batch):
-            yield order[start : min(start + self.batch, usable)].tolist()
-
-    def __len__(self) -> int:
-        per_rank = self.n // self.world.size if self.world.distributed else self.n
-        return -(-(per_rank - per_rank % self.k) // self.batch)
+    history: list[dict]
+    shipped_epoch: int  # 0: no epoch ran, the parts are unchanged
+    stopped: str
 
 
 def finetune(
@@ -148,101 +99,183 @@ def finetune(
     config: FinetuneConfig,
     on_step: Callable[[int, int, float, float], None] | None = None,
     world=None,
-) -> list[dict]:
-    """Train the parts in place; returns per-epoch loss and accuracy. ``on_step(step, total, loss, acc)``.
+    validation: tuple | None = None,
+) -> Finetuned:
+    """Train the parts in place; ``on_step(step, total, loss, acc)`` reports progress.
 
     ``x`` is an array or lazily read samples; batches stream through a
     DataLoader. The targets (the original parts' cloud outputs for feature
     matching, their logits for distillation) come from a frozen copy of the
     parts made before the first update, batch by batch, so memory does not
     grow with the data. Under torchrun (``world``) the parts train as one
-    DistributedDataParallel module on this rank's shard.
+    DistributedDataParallel module on this rank's shard. With ``validation``
+    (x, y) the best epoch on it ships and training stops once it stops
+    improving (:mod:`datamix_cli.training.selection`); without, the last epoch ships.
     """
-    import copy
-    import warnings
-
-    from datamix_cli.training.distributed import World, check_batches, mean_across, shared_seed
+    from datamix_cli.training.distributed import World
 
     world = world or World()
     config.validate(mixing.k)
-    per_rank = check_batches(world, config.batch_size, mixing.k, len(y)) if world.distributed else config.batch_size
-    seed = None if config.seed is None else config.seed + world.rank
-    rng = coefficient_rng(seed)  # this rank's C: its own stream, from OS entropy unless seeded
-    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    params = [p for part in (parts.head, parts.cloud, parts.tail) for p in part.parameters()]
-    unique = list({id(p): p for p in params}.values())
-    device, home = torch.device(config.device), unique[0].device
-    with warnings.catch_warnings():  # deep-copying fx graphs warns about pytree internals in torch 2.13
-        warnings.simplefilter("ignore", FutureWarning)
-        frozen = copy.deepcopy(parts) if (config.distill or config.feature_match) else None
-    joint = MixedModel(parts, mixing)
-    move(device, joint, frozen)
-    if frozen is not None:
-        _set_train(frozen, False)
-        for p in (q for part in (frozen.head, frozen.cloud, frozen.tail) for q in part.parameters()):
-            p.requires_grad_(False)
-    model = joint
-    if world.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(joint, device_ids=[device] if device.type == "cuda" else None)
-    if config.optimizer == OptimizerName.sgd:
-        optimizer = torch.optim.SGD(unique, lr=config.lr, momentum=0.9, weight_decay=5e-4)
-    else:
-        optimizer = torch.optim.Adam(unique, lr=config.lr)
-    batches = _EpochBatches(len(y), per_rank, mixing.k, shared_seed(world, config.seed), world)
-    total = max(1, config.epochs * len(batches))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
-    loader = _loader(x, y, batches, config, device)
-    scale = _feature_scale(frozen, x, device) if config.feature_match else None
-    adversary = Adversary(parts, x, mixing.k, device, config.seed) if config.adversarial else None
-    history, step, first_loss = [], 0, None
+    run = _Run.start(parts, x, y, mixing, config, world)
+    selection = Selection(config.patience)
+    history, epoch = [], 0
     _set_train(parts, True)
     try:
-        for epoch in range(config.epochs):
-            batches.set_epoch(epoch)
-            seen, loss_sum, correct = 0, 0.0, 0
-            for xb, labels, error in loader:
-                if error is not None:
-                    raise error
-                xb, labels = xb.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-                # C is drawn on the CPU (the CSPRNG) and only then moved to the device.
-                c = torch.from_numpy(draw_batch(rng, mixing, len(labels) // mixing.k)).float().to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                    z, logits, sent = model(xb, c, generator)
-                    if frozen is not None:
-                        with torch.no_grad():
-                            target = frozen.cloud(frozen.head(xb))
-                            teacher_logits = frozen.tail(target) if config.distill else None
-                z, logits = z.float(), logits.float()
-                loss = F.cross_entropy(logits, labels)
-                if config.distill:
-                    t = config.temperature
-                    soft = F.kl_div(F.log_softmax(logits / t, 1), F.softmax(teacher_logits.float() / t, 1), reduction="batchmean")
-                    loss = (1 - config.distill) * loss + config.distill * soft * t * t
-                if config.feature_match:
-                    loss = loss + config.feature_match * F.mse_loss(z, target.float()) / scale
-                if adversary is not None:
-                    loss = loss + config.adversarial * adversary.privacy_loss(sent.float(), xb, c)
-                value = mean_across(world, loss.item(), device)  # every rank stops together
-                first_loss = _check_divergence(value, first_loss, step, total, config.lr)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                if adversary is not None:
-                    adversary.step(sent.detach().float(), xb, c)
-                step += 1
-                seen += len(labels)
-                loss_sum += value * len(labels)
-                correct += (logits.argmax(1) == labels).sum().item()
-                if on_step:
-                    on_step(step, total, loss_sum / seen, correct / seen)
-            history.append({"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1)})
+        for epoch in range(1, config.epochs + 1):
+            record = {"epoch": epoch, **run.epoch(epoch - 1, on_step)}
+            if validation is not None:
+                accuracy, loss = _validate(parts, validation, mixing, run.device)
+                record.update(validation_accuracy=accuracy, validation_loss=loss)
+                selection.update(epoch, accuracy, loss, run.snapshot)
+            history.append(record)
+            if selection.converged:
+                break
+        if validation is not None and selection.state is not None:
+            run.joint.load_state_dict(selection.state)
         if config.epochs:
-            _recalibrate_batchnorm(joint, loader, rng, mixing, device, generator, config.bf16)
+            _recalibrate_batchnorm(run.joint, run.loader, run.rng, mixing, run.device, run.generator, config.bf16)
     finally:
         _set_train(parts, False)
-        move(home, joint)  # back where the caller had them
-    return history
+        move(run.home, run.joint)  # back where the caller had them
+    if validation is None:
+        return Finetuned(history, epoch, f"epoch {epoch} shipped: the last one (no validation data)" if epoch else "not fine-tuned (--epochs 0)")
+    return Finetuned(history, selection.best_epoch, selection.reason(epoch, config.epochs) if epoch else "not fine-tuned (--epochs 0)")
+
+
+def _validate(parts, validation: tuple, mixing: MixingConfig, device) -> tuple[float, float]:
+    """Validation accuracy and loss under the protocol, in eval mode, with the same C every epoch."""
+    x, y = validation
+    _set_train(parts, False)
+    try:
+        logits = predict_mixed(parts, x, x[:0], mixing, VALIDATION_SEED, device=str(device))
+    finally:
+        _set_train(parts, True)
+    return validation_score(logits, y)
+
+
+@dataclass
+class _Run:
+    """The state of one fine-tuning run: the joint module (DDP-wrapped under torchrun), the frozen targets, the
+    optimiser and schedule, the batches and this rank's C stream."""
+
+    config: FinetuneConfig
+    mixing: MixingConfig
+    world: object
+    joint: torch.nn.Module
+    model: torch.nn.Module
+    frozen: object
+    optimizer: torch.optim.Optimizer
+    schedule: object
+    batches: EpochBatches
+    loader: object
+    scale: torch.Tensor | None
+    adversary: Adversary | None
+    rng: np.random.Generator
+    generator: torch.Generator
+    device: torch.device
+    home: torch.device
+    total: int
+    step: int = 0
+    first_loss: float | None = None
+
+    @classmethod
+    def start(cls, parts, x, y, mixing: MixingConfig, config: FinetuneConfig, world) -> "_Run":
+        import copy
+        import warnings
+
+        from datamix_cli.training.distributed import check_batches, shared_seed
+
+        per_rank = check_batches(world, config.batch_size, mixing.k, len(y)) if world.distributed else config.batch_size
+        seed = None if config.seed is None else config.seed + world.rank
+        rng = coefficient_rng(seed)  # this rank's C: its own stream, from OS entropy unless seeded
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        params = [p for part in (parts.head, parts.cloud, parts.tail) for p in part.parameters()]
+        unique = list({id(p): p for p in params}.values())
+        device, home = torch.device(config.device), unique[0].device
+        with warnings.catch_warnings():  # deep-copying fx graphs warns about pytree internals in torch 2.13
+            warnings.simplefilter("ignore", FutureWarning)
+            frozen = copy.deepcopy(parts) if (config.distill or config.feature_match) else None
+        joint = MixedModel(parts, mixing)
+        move(device, joint, frozen)
+        if frozen is not None:
+            _set_train(frozen, False)
+            for p in (q for part in (frozen.head, frozen.cloud, frozen.tail) for q in part.parameters()):
+                p.requires_grad_(False)
+        model = joint
+        if world.distributed:
+            model = torch.nn.parallel.DistributedDataParallel(joint, device_ids=[device] if device.type == "cuda" else None)
+        if config.optimizer == OptimizerName.sgd:
+            optimizer = torch.optim.SGD(unique, lr=config.lr, momentum=0.9, weight_decay=5e-4)
+        else:
+            optimizer = torch.optim.Adam(unique, lr=config.lr)
+        batches = EpochBatches(len(y), per_rank, mixing.k, shared_seed(world, config.seed), world)
+        total = max(1, config.epochs * len(batches))
+        # Cosine over the largest number of steps: when validation stops training early the rate is still mid-way,
+        # and the best epoch (not the last) is what ships.
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+        loader = make_loader(x, y, batches, config, device)
+        scale = _feature_scale(frozen, x, device) if config.feature_match else None
+        adversary = Adversary(parts, x, mixing.k, device, config.seed) if config.adversarial else None
+        return cls(config, mixing, world, joint, model, frozen, optimizer, schedule, batches, loader, scale, adversary, rng,
+                   generator, device, home, total)
+
+    def snapshot(self) -> dict:
+        return {name: tensor.detach().clone() for name, tensor in self.joint.state_dict().items()}
+
+    def epoch(self, index: int, on_step) -> dict:
+        """One pass over this rank's batches: mean loss and train accuracy."""
+        self.batches.set_epoch(index)
+        seen, loss_sum, correct = 0, 0.0, 0
+        for xb, labels, error in self.loader:
+            if error is not None:
+                raise error
+            xb, labels = xb.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            value, logits = self.train_step(xb, labels)
+            seen += len(labels)
+            loss_sum += value * len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            if on_step:
+                on_step(self.step, self.total, loss_sum / seen, correct / seen)
+        return {"loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
+
+    def train_step(self, xb: torch.Tensor, labels: torch.Tensor) -> tuple[float, torch.Tensor]:
+        from datamix_cli.training.distributed import mean_across
+
+        config = self.config
+        # C is drawn on the CPU (the CSPRNG) and only then moved to the device.
+        c = torch.from_numpy(draw_batch(self.rng, self.mixing, len(labels) // self.mixing.k)).float().to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            z, logits, sent = self.model(xb, c, self.generator)
+            target = teacher_logits = None
+            if self.frozen is not None:
+                with torch.no_grad():
+                    target = self.frozen.cloud(self.frozen.head(xb))
+                    teacher_logits = self.frozen.tail(target) if config.distill else None
+        loss = self.loss(z.float(), logits.float(), labels, target, teacher_logits, sent, xb, c)
+        value = mean_across(self.world, loss.item(), self.device)  # every rank stops together
+        self.first_loss = _check_divergence(value, self.first_loss, self.step, self.total, config.lr)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+        if self.adversary is not None:
+            self.adversary.step(sent.detach().float(), xb, c)
+        self.step += 1
+        return value, logits
+
+    def loss(self, z, logits, labels, target, teacher_logits, sent, xb, c) -> torch.Tensor:
+        """Cross-entropy, plus distillation, feature matching and the adversarial term as configured."""
+        config = self.config
+        loss = F.cross_entropy(logits, labels)
+        if config.distill:
+            t = config.temperature
+            soft = F.kl_div(F.log_softmax(logits / t, 1), F.softmax(teacher_logits.float() / t, 1), reduction="batchmean")
+            loss = (1 - config.distill) * loss + config.distill * soft * t * t
+        if config.feature_match:
+            loss = loss + config.feature_match * F.mse_loss(z, target.float()) / self.scale
+        if self.adversary is not None:
+            loss = loss + config.adversarial * self.adversary.privacy_loss(sent.float(), xb, c)
+        return loss
 
 
 BN_CALIBRATION_BATCHES = 200  # at most this many batches re-estimate the BatchNorm statistics

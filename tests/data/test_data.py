@@ -81,3 +81,24 @@ def test_split_is_disjoint_and_reproducible():
     assert all(d.y[int(i)] == label for i, label in zip(held.x[:, 0], held.y))  # labels travel with their samples
     np.testing.assert_array_equal(held.x, d.split(0.2, seed=1)[1].x)
     assert not np.array_equal(held.x, d.split(0.2, seed=2)[1].x)
+
+
+def test_cloud_only_baselines_are_what_pillow_writes_for_the_same_pixels():
+    import io
+
+    from PIL import Image
+
+    from datamix_cli.data.images import encoded_sizes
+
+    rng = np.random.default_rng(0)
+    noise, flat = rng.random((5, 3, 16, 16)), np.full((5, 3, 16, 16), 0.5)
+    sizes = encoded_sizes(noise)
+    assert sizes["raw_uint8"] == 3 * 16 * 16 and sizes["samples"] == 5
+    assert sizes["png"] > 0.9 * sizes["raw_uint8"] > encoded_sizes(flat)["png"] * 5  # noise does not compress, flat does
+    written = []
+    for sample in noise:  # the bytes Pillow writes for each sample's uint8 pixels, computed here directly
+        buffer = io.BytesIO()
+        Image.fromarray(np.round(sample * 255).astype(np.uint8).transpose(1, 2, 0), "RGB").save(buffer, format="JPEG", quality=90)
+        written.append(buffer.tell())
+    assert sizes["jpeg_q90"] == float(np.median(written))
+    assert encoded_sizes(rng.random((4, 1, 64))) is None  # signals are not images

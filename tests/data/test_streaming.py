@@ -78,7 +78,7 @@ def test_training_on_streamed_samples_equals_training_on_the_array(tmp_path, sma
         traced = trace_model(load_model(ModelSource(f"{EXAMPLES_FILE}:small_cnn", weights=small_cnn_weights)))
         decision = choose_split(profile_model(traced, (1, 1, 32, 32)), 0.2, 4)
         parts = partition(traced, decision.head_cut, decision.tail_cut)
-        history = finetune(parts, x, streamed.y, MixingConfig(k=4), FinetuneConfig(epochs=2, batch_size=32, seed=3, workers=workers))
+        history = finetune(parts, x, streamed.y, MixingConfig(k=4), FinetuneConfig(epochs=2, batch_size=32, seed=3, workers=workers)).history
         results.append((history, [p.detach().clone() for p in parts.tail.parameters()]))
     (h1, w1), (h2, w2) = results
     assert h1 == h2 and h1[-1]["train_accuracy"] > 0.5
