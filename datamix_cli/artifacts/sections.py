@@ -7,12 +7,7 @@ for the code, and a test fails when the two disagree (tests/artifacts). docs/man
 
 from __future__ import annotations
 
-from typing import TypedDict
-
-try:
-    from typing import NotRequired
-except ImportError:  # Python < 3.11
-    from typing_extensions import NotRequired
+from typing import NotRequired, TypedDict
 
 
 class TensorSpec(TypedDict):

@@ -80,9 +80,10 @@ def _print_table(report, plot: Path | None) -> None:
     summary.add_row("edge only", f"{p.total_flops:,}", "100.0%", "nothing")
     sent = "raw inputs"
     if report.baselines:
-        b = report.baselines
-        jpeg = next(key for key in b if key.startswith("jpeg"))
-        sent = f"raw inputs: {b['raw_uint8']:.0f} B uint8, {b['png']:.0f} B PNG, {b[jpeg]:.0f} B JPEG q{jpeg[6:]} (median of {b['samples']})"
+        from datamix_cli.data.images import JPEG_QUALITY
+
+        b, jpeg = report.baselines, f"jpeg_q{JPEG_QUALITY}"
+        sent = f"raw inputs: {b['raw_uint8']:.0f} B uint8, {b['png']:.0f} B PNG, {b[jpeg]:.0f} B JPEG q{JPEG_QUALITY} (median of {b['samples']})"
     summary.add_row("cloud only", "0", "0.0%", sent)
     summary.add_row(
         f"DataMix: head→{d.head_cut.name}, tail from {d.tail_cut.name}",

@@ -79,9 +79,12 @@ def scan_folder(path: Path, skip_bad: bool):
     return files, np.asarray(labels, dtype=np.int64), tuple(d.name for d in class_dirs), colour, common, tuple(skipped)
 
 
-def encoded_sizes(x: np.ndarray, jpeg_quality: int = 90) -> dict[str, float] | None:
+JPEG_QUALITY = 90  # the cloud-only JPEG baseline's quality (key ``jpeg_q90``)
+
+
+def encoded_sizes(x: np.ndarray) -> dict[str, float] | None:
     """Median bytes per sample of ``x`` (N, C, H, W) in [0, 1] sent as a cloud-only app would: raw uint8, PNG and
-    JPEG (Pillow, ``jpeg_quality``). None for samples that are not 1- or 3-channel images."""
+    JPEG (Pillow, quality JPEG_QUALITY). None for samples that are not 1- or 3-channel images."""
     import io
 
     if x.ndim != 4 or x.shape[1] not in (1, 3):
@@ -91,9 +94,9 @@ def encoded_sizes(x: np.ndarray, jpeg_quality: int = 90) -> dict[str, float] | N
     for sample in x:
         pixels = np.clip(np.round(np.asarray(sample, dtype=np.float64) * 255), 0, 255).astype(np.uint8)
         image = pil.fromarray(pixels[0], "L") if pixels.shape[0] == 1 else pil.fromarray(pixels.transpose(1, 2, 0), "RGB")
-        for fmt, options in (("png", {"optimize": True}), ("jpeg", {"quality": jpeg_quality})):
+        for fmt, options in (("png", {"optimize": True}), ("jpeg", {"quality": JPEG_QUALITY})):
             buffer = io.BytesIO()
             image.save(buffer, format=fmt.upper(), **options)
             sizes[fmt].append(buffer.tell())
     return {"raw_uint8": float(np.prod(x.shape[1:])), "png": float(np.median(sizes["png"])),
-            f"jpeg_q{jpeg_quality}": float(np.median(sizes["jpeg"])), "samples": len(x)}
+            f"jpeg_q{JPEG_QUALITY}": float(np.median(sizes["jpeg"])), "samples": len(x)}

@@ -33,12 +33,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_RESIZE_RATIO = 256 / 224  # resize the shorter side to 256 for a 224 crop
 
-# What each preset sets; explicit options override it. ``none`` is what the built-in datasets need.
+# What each preset (options.PreprocessPreset) sets; explicit options override it. ``none`` is what the built-in
+# datasets need.
 PRESETS = {
     "none": {"resize_ratio": None, "mean": None, "std": None},
     "imagenet": {"resize_ratio": IMAGENET_RESIZE_RATIO, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
 }
-CHANNEL_ORDERS = tuple(order.value for order in ChannelOrder)
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,7 @@ class Preprocessing:
         channel_order: str | None = None,
     ) -> "Preprocessing":
         """The spec for a model input of ``sample_shape`` (C, H, W) or (C, L), checked."""
-        preset = (preset or "none").strip().lower()
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preprocessing preset {preset!r}; choose from {', '.join(PRESETS)}")
+        preset = choice(PreprocessPreset, preset or "none", "preprocessing preset").value
         base = PRESETS[preset]
         channels = sample_shape[0]
         mean = parse_floats(mean, "mean") if mean is not None else base["mean"]
@@ -98,9 +96,7 @@ class Preprocessing:
                 raise ConfigError(f"--{name} has {len(values)} values but the model input has {channels} channels")
         if std is not None and not all(s > 0 for s in std):
             raise ConfigError(f"--std values must be > 0, got {', '.join(f'{s:g}' for s in std)}")
-        order = (channel_order or "rgb").strip().lower()
-        if order not in CHANNEL_ORDERS:
-            raise ConfigError(f"unknown channel order {channel_order!r}; choose rgb or bgr")
+        order = choice(ChannelOrder, channel_order or "rgb", "channel order").value
         if order == "bgr" and channels != 3:
             raise ConfigError(f"--channel-order bgr needs a 3-channel model input, this one has {channels}")
         if resize is None and base["resize_ratio"] is not None and len(sample_shape) == 3:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from datamix_cli.artifacts.manifest import sha256_file
-from datamix_cli.protocol.mixing import coefficient_rng, draw_coefficients
+from datamix_cli.protocol.mixing import DECOYS_PATH, coefficient_rng, draw_coefficients
 
 EDGE_FORMATS = ("onnx", "tflite")
 # TorchScript because the user's design asks for it (and Triton's libtorch backend takes it); the
@@ -94,12 +94,12 @@ def export_all(parts, exporters, export: ExportConfig, mixing, eval_seed, decisi
 
 
 def write_side_files(folder: Path, parts, decoys, held_x, mixing) -> list[dict]:
-    """edge/decoys.npz and test_vectors.npz (one fixed test C, never used for real data)."""
+    """The decoys (DECOYS_PATH) and test_vectors.npz (one fixed test C, never used for real data)."""
     from datamix_cli.protocol.edge_modules import HeadWithMix, TailWithDemix
     from exporters.torchscript import numpy_runner
 
     k = mixing.k
-    np.savez(folder / "edge" / "decoys.npz", x=decoys.astype(np.float32))
+    np.savez(folder / DECOYS_PATH, x=decoys.astype(np.float32))
     rng = np.random.default_rng(12345)
     x = held_x[:k].astype(np.float32)
     c = draw_coefficients(rng, mixing).astype(np.float32)
@@ -109,6 +109,6 @@ def write_side_files(folder: Path, parts, decoys, held_x, mixing) -> list[dict]:
     scores = numpy_runner(TailWithDemix(parts.tail))(cloud_out, c_inv)
     np.savez(folder / "test_vectors.npz", x=x, C=c, C_inv=c_inv, mixtures=mixtures, cloud_out=cloud_out, scores=scores)
     return [
-        {"path": "edge/decoys.npz", "sha256": sha256_file(folder / "edge" / "decoys.npz"), "role": "decoys"},
+        {"path": DECOYS_PATH, "sha256": sha256_file(folder / DECOYS_PATH), "role": "decoys"},
         {"path": "test_vectors.npz", "sha256": sha256_file(folder / "test_vectors.npz"), "role": "test_vectors"},
     ]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from datamix_cli.privacy.metrics import summary
+from datamix_cli.privacy.metrics import image_metrics, reidentification, summary
 
 if TYPE_CHECKING:
     from datamix_cli.privacy.scene import Scene
@@ -58,8 +58,6 @@ class Judge:
         """SSIM / PSNR of ``recon`` against ``images[targets]`` (default: each its own sample), each chance guess's,
         the advantage over the best guess, re-identification (chance 1/N) and the label the split's own model
         gives the reconstruction against the target's true label."""
-        from datamix_cli.privacy.metrics import image_metrics, reidentification
-
         targets = np.arange(len(self.images)) if targets is None else targets
         truth = self.images[targets]
 

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from datamix_cli.artifacts.folder import SplitFolder
+from datamix_cli.data.datasets import split_datasets
 from datamix_cli.errors import ConfigError
 from datamix_cli.protocol.groups import dominant_sources
+from datamix_cli.protocol.mixing import MixingConfig, add_noise, coefficient_rng, draw_batch, draw_coefficients, mix
 
 MAX_PUBLIC_SAMPLES = 20000  # the attacker's public data is read into memory; a huge folder is capped
 
@@ -23,10 +26,6 @@ class Scene:
     """The audited samples, what the cloud saw, and the truth to score attacks against."""
 
     def __init__(self, folder: Path, data: str | None = None, samples: int = 64, seed: int = 0):
-        from datamix_cli.data.datasets import split_datasets
-        from datamix_cli.artifacts.folder import SplitFolder
-        from datamix_cli.protocol.mixing import MixingConfig, coefficient_rng, draw_coefficients
-
         self.folder = Path(folder)
         self.split_folder = SplitFolder(self.folder, roles=("head", "cloud", "tail", "decoys"))
         self.manifest = self.split_folder.manifest
@@ -61,8 +60,6 @@ class Scene:
     def _mix(self, h, cs, rng):
         """Mixtures of ``h`` grouped by ``cs``, in float32 as the edge's head artifact mixes. (The adaptive attacker
         re-mixes all public features every epoch: 0.04 s in float32 against 1.1 s in float64 on the ResNet example.)"""
-        from datamix_cli.protocol.mixing import add_noise, mix
-
         groups = h.reshape(len(cs), self.k, *h.shape[1:]).astype(np.float32, copy=False)
         m = mix(cs.astype(np.float32), groups).reshape(h.shape)
         return add_noise(self.mixing, m, lambda shape: rng.standard_normal(shape, dtype=np.float32))[0]
@@ -86,8 +83,6 @@ class Scene:
     def simulate_public(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Public samples in fresh random groups, mixed exactly as the protocol mixes: (mixtures, order, cs), the
         mixtures of ``h_pub[order]`` grouped by k and mixed by ``cs``."""
-        from datamix_cli.protocol.mixing import draw_batch
-
         order = rng.permutation(len(self.h_pub))
         cs = draw_batch(rng, self.mixing, len(order) // self.k)
         return self._mix(self.h_pub[order], cs, rng), order, cs

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from datamix_cli.errors import ServerError
+from datamix_cli.options import Runtime, choice
 from datamix_cli.serving.oip import decode_response, encode_request
 from datamix_cli.protocol.groups import pad_with_decoys, shuffle_permutation, unshuffle
 from datamix_cli.protocol.mixing import MixingConfig, add_noise, coefficient_rng, draw_coefficients
 
-RUNTIMES = ("onnx", "tflite", "torchscript")
 
 
 
@@ -191,10 +191,8 @@ class EdgeClient:
 
     def __init__(self, folder: Path, runtime: str = "onnx", seed: int | None = None, manifest=None):
         from datamix_cli.artifacts.folder import SplitFolder
-        from datamix_cli.errors import ConfigError
 
-        if runtime not in RUNTIMES:
-            raise ConfigError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+        runtime = choice(Runtime, runtime, "runtime").value
         self.folder = Path(folder)
         # A caller that already loaded (and so verified) the whole folder passes its manifest.
         parts = SplitFolder(self.folder, roles=("head", "tail", "decoys"), manifest=manifest)

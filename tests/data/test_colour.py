@@ -9,7 +9,7 @@ from datamix_cli.pipeline.export import ExportConfig
 from datamix_cli.errors import DatasetError
 
 from tests.helpers import EXAMPLES_FILE
-from tests.helpers.images import GREEN, RED, hue_folder
+from tests.helpers.images import RED, hue_folder
 
 def test_rgb_folder_keeps_its_channels_and_its_hue(tmp_path):
     d = load_dataset(str(hue_folder(tmp_path / "hue")), (3, 16, 16))

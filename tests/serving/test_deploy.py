@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from datamix_cli.serving.deploy.triton import preferred_batch_sizes
 from datamix_cli.main import app
 
-from tests.helpers import DATA_SEED, HOLDOUT, RESOURCES, ROOT
+from tests.helpers import DATA_SEED, HOLDOUT, RESOURCES
 from tests.helpers.triton_server import TritonServer, unavailable_reason
 
 SCHEMA = RESOURCES / "kserve_inferenceservice_v1beta1.schema.json.gz"

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from datamix_cli.privacy.attacks.registry import AttackContext, AttackOutcome, register
+from datamix_cli.privacy.decoders import group_stack, match_outputs, permutation_invariant_mse, train_decoder
+from datamix_cli.protocol.mixing import coefficient_rng
 
 if TYPE_CHECKING:
     from datamix_cli.privacy.judging import Judge
@@ -16,8 +18,6 @@ if TYPE_CHECKING:
 def attack_inversion(scene: Scene, separated, judge: Judge, epochs: int, seed: int) -> tuple[dict, dict, object]:
     """Decoder from features to inputs, trained on unmixed public pairs; each view scored next to chance baselines.
     Returns (metrics, reconstructions by view, the decoder)."""
-    from datamix_cli.privacy.decoders import train_decoder
-
     invert = train_decoder(scene.h_pub, scene.x_pub, epochs=epochs, seed=seed)
     views = {"unmixed_baseline": (invert(scene.h), None, None), "mixtures": (invert(scene.mixtures), scene.dominant(), None)}
     if separated is not None:
@@ -34,9 +34,6 @@ def pairing_pool(scene: Scene) -> int:
 def attack_adaptive(scene: Scene, judge: Judge, epochs: int, seed: int) -> tuple[dict, np.ndarray]:
     """The same decoder trained on what the cloud sees: public groups mixed as the protocol mixes (fresh C, fresh
     groups every epoch), each mixture's target its dominant input; applied to the audited mixtures."""
-    from datamix_cli.privacy.decoders import train_decoder
-    from datamix_cli.protocol.mixing import coefficient_rng
-
     rng = coefficient_rng(seed + 1)  # the attacker's own draws, independent of the audited C
 
     def pairs(_epoch=0):
@@ -53,9 +50,6 @@ def attack_group(scene: Scene, judge: Judge, epochs: int, seed: int) -> tuple[di
     (fresh groups and C every epoch) with the MSE of the best assignment of outputs to inputs; its k outputs are
     paired with the group's k inputs by the truth (Hungarian on MSE), so chance is the best of k guesses.
     Needs the grouping: with shuffling it is skipped."""
-    from datamix_cli.privacy.decoders import group_stack, match_outputs, permutation_invariant_mse, train_decoder
-    from datamix_cli.protocol.mixing import coefficient_rng
-
     if scene.mixing.shuffle:
         return {"skipped": "the split shuffles mixtures, so the cloud does not know which k form a group"}, None
     k = scene.k

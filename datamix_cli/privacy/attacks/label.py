@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from datamix_cli.privacy.attacks.registry import AttackContext, AttackOutcome, register
 from datamix_cli.errors import require
+from datamix_cli.privacy.attacks.registry import AttackContext, AttackOutcome, register
+from datamix_cli.protocol.mixing import coefficient_rng
 
 if TYPE_CHECKING:
     from datamix_cli.privacy.scene import Scene
@@ -61,9 +62,6 @@ def label_logits(features: np.ndarray, labels: np.ndarray, seed: int = 0):
 
 
 def attack_label(scene: Scene, separated, seed: int) -> dict:
-    pass  # (defined here)
-    from datamix_cli.protocol.mixing import coefficient_rng
-
     clean = train_label_classifier(scene.h_pub, scene.y_pub, seed)
     public_mixtures, dominant = scene.simulate_public_dominant(coefficient_rng(seed + 2))
     on_mixtures = train_label_classifier(public_mixtures, scene.y_pub[dominant], seed)

@@ -7,10 +7,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from datamix_cli.privacy.attacks.separation import feature_baselines, pair_components
 from datamix_cli.privacy.attacks.decoding import pairing_pool
+from datamix_cli.privacy.attacks.label import label_logits
 from datamix_cli.privacy.attacks.registry import AttackContext, AttackOutcome, register
-from datamix_cli.privacy.metrics import summary
+from datamix_cli.privacy.attacks.separation import feature_baselines, ica_unmix, pair_components
+from datamix_cli.privacy.decoders import train_decoder
+from datamix_cli.privacy.metrics import amari_index, summary
+from datamix_cli.protocol.mixing import coefficient_rng, draw_coefficients
 
 if TYPE_CHECKING:
     from datamix_cli.privacy.decoders import Decoder
@@ -106,12 +109,6 @@ def attack_optimisation(scene: Scene, decoder: Decoder | None, judge: Judge, see
     fixed points of head∘D (the head's weights, D the unmixed public decoder) and decorrelated
     (attacks.span_search), from three starts. No non-negativity is assumed. The features are paired with samples as separation's are, decoded
     with D and scored with best-of-pool chance."""
-    from datamix_cli.privacy.attacks.label import label_logits
-    from datamix_cli.privacy.attacks.separation import ica_unmix
-    from datamix_cli.privacy.decoders import train_decoder
-    from datamix_cli.privacy.metrics import amari_index
-    from datamix_cli.protocol.mixing import coefficient_rng, draw_coefficients
-
     k, n = scene.k, len(scene.h)
     if decoder is None:  # normally the inversion attack's, trained on the same pairs with the same seed
         decoder = train_decoder(scene.h_pub, scene.x_pub, epochs=decoder_epochs, seed=seed)

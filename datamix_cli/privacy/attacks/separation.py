@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from datamix_cli.errors import require
-
 from datamix_cli.privacy.attacks.registry import AttackContext, AttackOutcome, register
-from datamix_cli.privacy.metrics import summary
+from datamix_cli.privacy.metrics import abs_correlation, align_scale, amari_index, match_sources, summary
+from datamix_cli.protocol.mixing import coefficient_rng, noise_std
 
 if TYPE_CHECKING:
     from datamix_cli.privacy.scene import Scene
@@ -102,8 +102,6 @@ def attack_separation(scene: Scene, seed: int) -> tuple[dict, np.ndarray]:
     as after a ReLU; FastICA otherwise. Metrics compare features after removing the public mean feature map,
     the structure every sample shares.
     """
-    from datamix_cli.privacy.metrics import amari_index
-
     k, n = scene.k, len(scene.h)
     nonnegative = is_nonnegative(scene.h_pub)
     # With Dirichlet rows (summing to one) m - mu = C(h - mu): removing the public mean keeps the mixing intact
@@ -141,8 +139,6 @@ def attack_separation(scene: Scene, seed: int) -> tuple[dict, np.ndarray]:
 def feature_baselines(scene: Scene, mu: np.ndarray) -> dict:
     """What recovered features are set against (after removing the public mean feature map): the |corr| a single
     mixture already has with its strongest source, and the |corr| between unrelated samples (chance)."""
-    from datamix_cli.privacy.metrics import abs_correlation
-
     k, n = scene.k, len(scene.h)
     flat_h = scene.h.reshape(n, -1).astype(np.float64) - mu
     mixture_corr = abs_correlation(scene.mixtures.reshape(n, -1).astype(np.float64) - mu, flat_h)
@@ -153,9 +149,6 @@ def feature_baselines(scene: Scene, mu: np.ndarray) -> dict:
 def noise_floor(scene: Scene, mu: np.ndarray, seed: int, groups: int = 16) -> float:
     """The noise floor of non-negative separation (in units of σ·√k) that recovers simulated public groups best,
     as an attacker who knows the protocol's σ would pick it. Without noise there is nothing to pick."""
-    from datamix_cli.privacy.metrics import match_sources
-    from datamix_cli.protocol.mixing import coefficient_rng
-
     if not scene.mixing.noisy:
         return 1.0
     mixtures, order, _ = scene.simulate_public(coefficient_rng(seed + 3))
@@ -173,16 +166,12 @@ def noise_floor(scene: Scene, mu: np.ndarray, seed: int, groups: int = 16) -> fl
 def group_sigma(mixing, rows: np.ndarray) -> float:
     """The noise std of one group as the attacker estimates it from what it receives (relative noise scales with the
     group's RMS, which the noise itself barely changes)."""
-    from datamix_cli.protocol.mixing import noise_std
-
     return float(noise_std(mixing, rows)[0]) if mixing.noisy else 0.0
 
 
 def pair_components(scene: Scene, components: list, mu: np.ndarray, align: bool) -> tuple[list, np.ndarray]:
     """Pair each sample with a recovered component (Hungarian matching in its group, or the best anywhere when the
     grouping is unknown); ``align`` also fits sign, scale and offset to the truth (ICA leaves them undetermined)."""
-    from datamix_cli.privacy.metrics import abs_correlation, align_scale, match_sources
-
     k, n = scene.k, len(scene.h)
     flat_h = scene.h.reshape(n, -1).astype(np.float64)
     pool = np.concatenate(components)
@@ -203,8 +192,6 @@ def pair_components(scene: Scene, components: list, mu: np.ndarray, align: bool)
 
 def mixture_corr_unrelated(flat_h: np.ndarray, k: int) -> list[float]:
     """|corr| between each sample's features and those of a sample from another group: the chance level."""
-    from datamix_cli.privacy.metrics import abs_correlation
-
     n = len(flat_h)
     partner = (np.arange(n) + k) % n
     return [float(abs_correlation(flat_h[i : i + 1], flat_h[partner[i] : partner[i] + 1])[0, 0]) for i in range(n)]
