@@ -69,19 +69,19 @@ def attack_group(scene: Scene, judge: Judge, epochs: int, seed: int) -> tuple[di
     return {**judge(recon, pool=k), "target": "the group's k inputs, paired by the truth"}, recon
 
 
-@register("inversion", "a decoder trained on unmixed public features, applied to mixtures and separated features")
+@register("inversion", "a decoder trained on unmixed public features, applied to mixtures and separated features", order=20)
 def run_inversion(ctx: AttackContext) -> AttackOutcome:
     metrics, reconstructions, decoder = attack_inversion(ctx.scene, ctx.separated, ctx.judge, ctx.decoder_epochs, ctx.seed)
     return AttackOutcome(metrics, reconstructions=reconstructions, decoder=decoder)
 
 
-@register("adaptive", "the same decoder trained on public groups mixed as the protocol mixes (fresh C every epoch)")
+@register("adaptive", "the same decoder trained on public groups mixed as the protocol mixes (fresh C every epoch)", order=30)
 def run_adaptive(ctx: AttackContext) -> AttackOutcome:
     metrics, reconstruction = attack_adaptive(ctx.scene, ctx.judge, ctx.decoder_epochs, ctx.seed)
     return AttackOutcome(metrics, reconstructions={"adaptive": reconstruction})
 
 
-@register("group", "a whole-group decoder with a permutation-invariant loss (needs the grouping)")
+@register("group", "a whole-group decoder with a permutation-invariant loss (needs the grouping)", order=40)
 def run_group(ctx: AttackContext) -> AttackOutcome:
     metrics, reconstruction = attack_group(ctx.scene, ctx.judge, ctx.decoder_epochs, ctx.seed)
     return AttackOutcome(metrics, reconstructions={"group": reconstruction})

@@ -76,6 +76,6 @@ def attack_label(scene: Scene, separated, seed: int) -> dict:
     return results
 
 
-@register("label", "a classifier on the features: raw mixtures and separated features")
+@register("label", "a classifier on the features: raw mixtures and separated features", order=60)
 def run(ctx: AttackContext) -> AttackOutcome:
     return AttackOutcome(attack_label(ctx.scene, ctx.separated, ctx.seed))

@@ -1,8 +1,8 @@
 """The attacks ``datamix audit`` runs, registered by name like the exporters: adding one is one new file.
 
 An attack is a function of an :class:`AttackContext` (the scene, the judge, the audit's settings and what the
-attacks before it produced) returning an :class:`AttackOutcome`. They run in registration order, so an attack
-may use an earlier one's separated features or decoder. Every registered attack has a positive and a noise
+attacks before it produced) returning an :class:`AttackOutcome`. They run by their declared ``order`` (never by
+the order modules happen to be imported in), so an attack may use an earlier one's separated features or decoder. Every registered attack has a positive and a noise
 control in tests/privacy (a test fails when one is missing).
 """
 
@@ -58,18 +58,20 @@ class Attack:
     name: str
     description: str
     run: Callable[[AttackContext], AttackOutcome]
+    order: int  # run position: lower runs first
 
 
 _ATTACKS: dict[str, Attack] = {}
 
 
-def register(name: str, description: str):
-    """Decorator: register ``run(context) -> AttackOutcome`` under ``name``; registering a name twice raises."""
+def register(name: str, description: str, order: int = 100):
+    """Decorator: register ``run(context) -> AttackOutcome`` under ``name``, run at position ``order`` (after every
+    attack whose results it uses); registering a name twice raises."""
 
     def decorate(run):
         if name in _ATTACKS:
             raise AttackRegistryError(f"attack {name!r} is already registered")
-        _ATTACKS[name] = Attack(name, description, run)
+        _ATTACKS[name] = Attack(name, description, run, order)
         return run
 
     return decorate
@@ -84,4 +86,4 @@ def get_attack(name: str) -> Attack:
 
 def attack_names() -> tuple[str, ...]:
     """Every registered attack, in the order the audit runs them."""
-    return tuple(_ATTACKS)
+    return tuple(sorted(_ATTACKS, key=lambda name: (_ATTACKS[name].order, name)))

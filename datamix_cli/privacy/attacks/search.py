@@ -136,7 +136,7 @@ def attack_optimisation(scene: Scene, decoder: Decoder | None, judge: Judge, see
     return metrics, recon
 
 
-@register("optimisation", "span search: fixed points of head∘decoder in each group's span, decorrelated")
+@register("optimisation", "span search: fixed points of head∘decoder in each group's span, decorrelated", order=50)
 def run(ctx: AttackContext) -> AttackOutcome:
     metrics, reconstruction = attack_optimisation(ctx.scene, ctx.decoder, ctx.judge, ctx.seed, ctx.decoder_epochs, ctx.search_steps)
     metrics["decoder"] = "the inversion attack's" if ctx.decoder is not None else "its own (inversion not run)"

@@ -197,7 +197,7 @@ def mixture_corr_unrelated(flat_h: np.ndarray, k: int) -> list[float]:
     return [float(abs_correlation(flat_h[i : i + 1], flat_h[partner[i] : partner[i] + 1])[0, 0]) for i in range(n)]
 
 
-@register("separation", "per group, non-negative successive projections (post-ReLU) or FastICA; recovers C")
+@register("separation", "per group, non-negative successive projections (post-ReLU) or FastICA; recovers C", order=10)
 def run(ctx: AttackContext) -> AttackOutcome:
     metrics, separated = attack_separation(ctx.scene, ctx.seed)
     return AttackOutcome(metrics, separated=separated)
