@@ -43,6 +43,21 @@ class MixingDistribution(str, enum.Enum):
     orthogonal = "orthogonal"  # Haar-random orthogonal, cond 1 at any k
 
 
+class UplinkCodec(str, enum.Enum):
+    """How the mixtures travel (datamix_cli.protocol.codecs)."""
+
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"  # uint8 with a scale and zero point per mixture
+
+
+class DownlinkCodec(str, enum.Enum):
+    """How the cloud outputs travel back (de-mixing amplifies rounding by up to cond(C): no int8)."""
+
+    fp32 = "fp32"
+    fp16 = "fp16"
+
+
 class CutFeatures(str, enum.Enum):
     """Which cuts the head may end at."""
 

@@ -51,6 +51,20 @@ def small_split(tmp_path_factory, small_cnn_weights):
 
 
 @pytest.fixture(scope="session")
+def codec_split(tmp_path_factory, small_cnn_weights):
+    """The small CNN with a 4-channel, stride-2 bottleneck, the int8 uplink and the fp16 downlink (made once)."""
+    from datamix_cli.protocol.bottleneck import BottleneckConfig
+    from datamix_cli.protocol.mixing import MixingConfig
+    from datamix_cli.training.finetune import FinetuneConfig
+
+    return split_once(
+        tmp_path_factory, "codec-split", f"{EXAMPLES_FILE}:small_cnn", small_cnn_weights, input_shape=(1, 1, 32, 32),
+        training=FinetuneConfig(epochs=4, seed=0, validation=0.0), mixing=MixingConfig(uplink="int8", downlink="fp16"),
+        bottleneck=BottleneckConfig(4, 2),
+    )
+
+
+@pytest.fixture(scope="session")
 def affine_split(tmp_path_factory, affine_weights):
     """A split of the affine-cloud oracle model, not fine-tuned, so the source model is the split's model."""
     from tests.helpers.oracle_models import HEAD_CUT, TAIL_CUT

@@ -17,7 +17,8 @@ from datamix_cli.artifacts.sections import (
 )
 from datamix_cli.errors import ManifestError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # written; 2 adds the wire codecs and the bottleneck (protocol version 2)
+READABLE_VERSIONS = (1, 2)  # a version-1 manifest is an fp32 split without a bottleneck
 MANIFEST_NAME = "manifest.json"
 SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
 
@@ -52,8 +53,9 @@ class Manifest:
         except json.JSONDecodeError as exc:
             raise ManifestError(f"manifest is not valid JSON: {exc}") from None
         version = data.get("schema_version") if isinstance(data, dict) else None
-        if version != SCHEMA_VERSION:
-            raise ManifestError(f"unsupported manifest schema_version {version!r}; this datamix reads version {SCHEMA_VERSION}")
+        if version not in READABLE_VERSIONS or isinstance(version, bool):
+            readable = " and ".join(map(str, READABLE_VERSIONS))
+            raise ManifestError(f"unsupported manifest schema_version {version!r}; this datamix reads versions {readable}")
         validate(data)
         return cls(**data)
 

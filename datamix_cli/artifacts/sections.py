@@ -14,7 +14,16 @@ class TensorSpec(TypedDict):
     name: str
     shape: list[int]  # -1 for a free batch dimension
     dtype: str
-    bytes_per_sample: NotRequired[int]
+    bytes_per_sample: NotRequired[int]  # on the wire: the codec's payload and its parameters
+    codec: NotRequired[str]  # fp32 | fp16 | int8 (schema 2; absent: fp32)
+    values_per_sample: NotRequired[int]
+    params: NotRequired["ParamsSpec"]  # int8: the (scale, zero point) tensor sent beside the payload
+
+
+class ParamsSpec(TypedDict):
+    name: str
+    shape: list[int]
+    dtype: str
 
 
 class PreprocessingSection(TypedDict):
@@ -50,11 +59,28 @@ class SplitSection(TypedDict):
     head_negative_share: NotRequired[float | None]
     uplink: TensorSpec
     downlink: TensorSpec
+    bottleneck: NotRequired[BottleneckRecord | None]  # schema 2
+    uplink_search: NotRequired[dict]  # --max-uplink-bytes: the limit, every candidate tried, the one chosen
+
+
+class BottleneckRecord(TypedDict):
+    channels: int
+    stride: int
+    cut_shape: list[int]
+    code_shape: list[int]
+    encoder_flops: int
+    decoder_flops: int
+    init: str
 
 
 class DecoysRecord(TypedDict):
     path: str
     count: int
+
+
+class CodecsRecord(TypedDict):
+    uplink: str
+    downlink: str
 
 
 class ProtocolSection(TypedDict):
@@ -71,6 +97,7 @@ class ProtocolSection(TypedDict):
     mix: str
     demix: str
     seeded: bool
+    codecs: NotRequired[CodecsRecord]
 
 
 class FlopsSection(TypedDict):
@@ -84,6 +111,7 @@ class FlopsSection(TypedDict):
     edge: int
     edge_fraction: float
     uncounted_ops: dict[str, int]
+    bottleneck: NotRequired[dict[str, int]]  # schema 2: encoder (counted in head) and decoder (in cloud) FLOPs
 
 
 class AccuracySection(TypedDict):
@@ -93,6 +121,7 @@ class AccuracySection(TypedDict):
     original: float | None
     split_without_mixing: float | None
     naive_mixing: float | None
+    bottleneck_before_finetuning: NotRequired[float]  # the PCA-initialised bottleneck under mixing, before fine-tuning
     mixing_aware: float | None
 
 

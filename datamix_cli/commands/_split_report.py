@@ -46,18 +46,31 @@ def print_summary(result) -> None:
     table.add_column("model")
     table.add_column("accuracy", justify="right")
     for key, label in (("original", "original model"), ("split_without_mixing", "split, no mixing"),
-                       ("naive_mixing", "naive mixing (before fine-tuning)"), ("mixing_aware", "mixing-aware fine-tuned")):
-        table.add_row(label, f"{acc[key]:.2%}")
+                       ("naive_mixing", "naive mixing (before fine-tuning)"),
+                       ("bottleneck_before_finetuning", "with the bottleneck, before fine-tuning"), ("mixing_aware", "mixing-aware fine-tuned")):
+        if key in acc:
+            table.add_row(label, f"{acc[key]:.2%}")
     console.print(table)
+    search = m.split.get("uplink_search")
+    if search:
+        frontier = Table(title=f"uplink search: at most {search['max_uplink_bytes']} B per input on the wire ({search['search_epochs']} epochs each)")
+        for column in ("cut", "code", "codec", "B/input on the wire", "validation accuracy", ""):
+            frontier.add_column(column, justify="right" if column.startswith(("B/", "validation")) else "left")
+        for c in sorted(search["candidates"], key=lambda c: c["wire_bytes_per_input"]):
+            code = "×".join(map(str, c["code_shape"])) + (f" (stride {c['stride']})" if c["stride"] else " (no bottleneck)")
+            frontier.add_row(c["cut"], code, c["codec"], f"{c['wire_bytes_per_input']:.0f}", f"{c['validation_accuracy']:.2%}", "◀ chosen" if c == search["chosen"] else "")
+        console.print(frontier)
     artifacts = Table(title="artifacts (verified against PyTorch)")
     for column in ("path", "format", "max abs error", "tolerance"):
         artifacts.add_column(column, justify="right" if column in ("max abs error", "tolerance") else "left")
     for a in m.artifacts:
         artifacts.add_row(a["path"], a["format"], f"{a['max_abs_error']:.2e}", f"{a['tolerance']:g}")
     console.print(artifacts)
-    f = m.flops
+    f, up, down = m.flops, m.split["uplink"], m.split["downlink"]
+    bottleneck = m.split.get("bottleneck")
+    code = f", bottleneck {'×'.join(map(str, bottleneck['code_shape']))}" if bottleneck else ""
     console.print(
-        f"edge FLOPs share {f['edge_fraction']:.1%} (head {m.split['head_cut']}, tail from {m.split['tail_cut']}); "
-        f"uplink {m.split['uplink']['bytes_per_sample']} B/sample, downlink {m.split['downlink']['bytes_per_sample']} B/sample"
+        f"edge FLOPs share {f['edge_fraction']:.1%} (head {m.split['head_cut']}{code}, tail from {m.split['tail_cut']}); "
+        f"uplink {up['bytes_per_sample']} B/sample ({up.get('codec', 'fp32')}), downlink {down['bytes_per_sample']} B/sample ({down.get('codec', 'fp32')})"
     )
     console.print(f"wrote {result.out} in {result.seconds:.1f} s")

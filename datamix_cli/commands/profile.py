@@ -50,14 +50,14 @@ def _print_table(report, plot: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from datamix_cli.pipeline.profile import edge_fraction_if_head
+    from datamix_cli.pipeline.profile import codec_bytes, edge_fraction_if_head
     from partitioners.flops import FLOPS_RULE
 
     p, d = report.profile, report.decision
     table = Table(title=f"cut points (input {list(p.input_shape)}, {p.total_flops / 1e6:.2f} MFLOPs per sample)")
     table.add_column("cut", no_wrap=True)
     table.add_column("", no_wrap=True)
-    for column in ("FLOPs before", "params before", "activation", "KB/sample", "edge share if head here"):
+    for column in ("FLOPs before", "params before", "activation", "KB fp32", "KB fp16", "KB int8", "edge share if head here"):
         table.add_column(column, justify="left" if column == "activation" else "right")
     for cut in p.cut_points:
         share = edge_fraction_if_head(report, cut)
@@ -68,7 +68,7 @@ def _print_table(report, plot: Path | None) -> None:
             f"{cut.flops_prefix / max(p.total_flops, 1):.1%}",
             f"{cut.params_prefix:,}",
             "×".join(map(str, cut.activation_shape)),
-            f"{cut.activation_bytes / 1024:.1f}",
+            *(f"{b / 1024:.1f}" for b in codec_bytes(cut.elements).values()),
             "—" if share is None else f"{share:.1%}",
             style="bold green" if marker else None,
         )
@@ -90,10 +90,11 @@ def _print_table(report, plot: Path | None) -> None:
         f"{d.edge_flops:,}",
         f"{d.edge_fraction:.1%}",
         f"mixed {'×'.join(map(str, d.head_cut.activation_shape))} features: {d.head_cut.activation_bytes:,} B up, "
-        f"{d.tail_cut.activation_bytes:,} B down per input (fp32)",
+        f"{d.tail_cut.activation_bytes:,} B down per input (fp32; int8 {codec_bytes(d.head_cut.elements)['int8']:,} B up)",
         style="bold green",
     )
     console.print(summary)
+    console.print("Fewer bytes: a learned bottleneck and the int8 codec, `datamix split --max-uplink-bytes N` (docs/split.md#what-is-sent).")
     console.print(
         f"DataMix edge FLOPs = head {d.head_flops:,} + tail {d.tail_flops:,} + mix {d.mix_flops:,} + de-mix {d.demix_flops:,}; "
         f"cloud {d.cloud_flops:,}. {FLOPS_RULE}; MACs total {p.total_macs:,}."

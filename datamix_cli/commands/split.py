@@ -8,12 +8,14 @@ from pathlib import Path
 import typer
 
 from datamix_cli.commands._model_options import MODEL_ARG, MODEL_KWARGS, TRUST_PICKLE, WEIGHTS, model_source
-from datamix_cli.options import ChannelOrder, CutFeatures, MixingDistribution, OptimizerName, Preset, PreprocessPreset
+from datamix_cli.options import (
+    ChannelOrder, CutFeatures, DownlinkCodec, MixingDistribution, OptimizerName, Preset, PreprocessPreset, UplinkCodec,
+)
 
 # Help panels, in the order `datamix split --help` shows them.
-MODEL, DATA, SPLIT, PROTOCOL, TRAINING, PREPROCESSING, EXPORT, OUTPUT = (
-    "Model", "Data", "Where to split", "Mixing protocol (defaults from --preset)", "Fine-tuning", "Preprocessing",
-    "Export and verification", "Output",
+MODEL, DATA, SPLIT, WIRE, PROTOCOL, TRAINING, PREPROCESSING, EXPORT, OUTPUT = (
+    "Model", "Data", "Where to split", "What is sent (bytes on the wire)", "Mixing protocol (defaults from --preset)", "Fine-tuning",
+    "Preprocessing", "Export and verification", "Output",
 )
 
 
@@ -32,6 +34,11 @@ def split(
     head_cut: str = typer.Option(None, "--head-cut", help="End the head at this cut instead of the budget's choice.", rich_help_panel=SPLIT),
     tail_cut: str = typer.Option(None, "--tail-cut", help="Start the tail at this cut instead of the one before the classifier.", rich_help_panel=SPLIT),
     cut_features: CutFeatures = typer.Option(None, "--cut-features", help="any, or signed: the deepest cut within budget whose features take both signs (pre-activation; non-negative separation cannot hold on to them). Default any.", rich_help_panel=SPLIT, case_sensitive=False),
+    bottleneck: int = typer.Option(None, "--bottleneck", help="Channels of a learned code at the head cut (encoder on the edge, decoder first in the cloud, PCA-initialised, trained mixing-aware): what is mixed and sent.", rich_help_panel=WIRE),
+    bottleneck_stride: int = typer.Option(1, "--bottleneck-stride", help="Spatial stride of the bottleneck (s×s patches per code vector; image-like cuts).", rich_help_panel=WIRE),
+    max_uplink_bytes: int = typer.Option(None, "--max-uplink-bytes", help="Send at most this many bytes per input on the wire (HTTP included, one group per request): searches cut × bottleneck × codec within --budget for the best validation accuracy, then fine-tunes the winner.", rich_help_panel=WIRE),
+    uplink: UplinkCodec = typer.Option(UplinkCodec.fp32, "--uplink", help="Codec of the mixtures on the wire, after mixing and noise: fp32, fp16, or int8 (a scale and zero point per mixture; trained with).", rich_help_panel=WIRE, case_sensitive=False),
+    downlink: DownlinkCodec = typer.Option(DownlinkCodec.fp32, "--downlink", help="Codec of the cloud outputs on the way back: fp32 or fp16 (trained with).", rich_help_panel=WIRE, case_sensitive=False),
     preset: Preset = typer.Option(Preset.default, "--preset", help="default, or private: the sweep's most private protocol within 3 points of accuracy (docs/audit.md); explicit options win.", rich_help_panel=PROTOCOL, case_sensitive=False),
     k: int = typer.Option(None, "--k", help="Group size: inputs mixed together (2..64). Default 4.", rich_help_panel=PROTOCOL),
     mixing: MixingDistribution = typer.Option(None, "--mixing", help="Distribution of C: dirichlet (rows ~ Dirichlet(alpha), cond <= kappa-max) or orthogonal (Haar, cond 1, any k). Default dirichlet.", rich_help_panel=PROTOCOL, case_sensitive=False),
@@ -72,6 +79,7 @@ def split(
     from datamix_cli.options import parse_list, parse_shape
     from datamix_cli.pipeline.export import ExportConfig
     from datamix_cli.pipeline.split import SplitConfig, run_split
+    from datamix_cli.protocol.bottleneck import BottleneckConfig
     from datamix_cli.protocol.mixing import MixingConfig
     from datamix_cli.protocol.presets import resolve
     from datamix_cli.training.devices import resolve_device
@@ -90,7 +98,9 @@ def split(
         tail_cut=tail_cut,
         cut_features=o["cut_features"],
         mixing=MixingConfig(k=o["k"], alpha=o["alpha"], kappa_max=o["kappa_max"], shuffle=o["shuffle"], noise_sigma=o["noise"],
-                            distribution=o["mixing"], noise_relative=o["noise_relative"]),
+                            distribution=o["mixing"], noise_relative=o["noise_relative"], uplink=uplink.value, downlink=downlink.value),
+        bottleneck=BottleneckConfig(bottleneck, bottleneck_stride),
+        max_uplink_bytes=max_uplink_bytes,
         training=FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, distill=distill, feature_match=feature_match,
                                 adversarial=o["adversarial"], seed=seed, device=resolve_device(device), bf16=bf16, workers=workers,
                                 validation=validation, patience=patience),

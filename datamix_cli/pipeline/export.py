@@ -38,8 +38,10 @@ def tensor_spec(name: str, shape, dtype: str = "float32") -> dict:
     return spec
 
 
-def export_all(parts, exporters, export: ExportConfig, mixing, eval_seed, decision, sample_shape, num_classes, held_x, folder: Path):
-    """Export head/tail in every edge format and the cloud in every cloud format; verify each against PyTorch."""
+def export_all(parts, exporters, export: ExportConfig, mixing, eval_seed, shapes, sample_shape, num_classes, held_x, folder: Path):
+    """Export head/tail in every edge format and the cloud in every cloud format; verify each against PyTorch.
+    ``shapes``: the per-sample (uplink, downlink) shapes: what the head sends (the bottleneck's code, if any) and the
+    cloud returns."""
     import torch
 
     from datamix_cli.protocol.edge_modules import HeadWithMix, TailWithDemix
@@ -47,7 +49,7 @@ def export_all(parts, exporters, export: ExportConfig, mixing, eval_seed, decisi
     from exporters.verify import Check, max_abs_error
 
     k = mixing.k
-    up, down = decision.head_cut.activation_shape, decision.tail_cut.activation_shape
+    up, down = shapes
     head, tail = HeadWithMix(parts.head).eval(), TailWithDemix(parts.tail).eval()
     rng = coefficient_rng(eval_seed)
     picks = rng.choice(len(held_x), size=(export.verify_groups, k), replace=len(held_x) < export.verify_groups * k)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
+import numpy as np
+
 from datamix_cli import __version__
 from datamix_cli.artifacts.manifest import Manifest
 from datamix_cli.model.identity import model_name, state_dict_sha256
-from datamix_cli.pipeline.export import tensor_spec
+from datamix_cli.protocol.codecs import wire_spec
 
 VERSIONED_PACKAGES = ("torch", "numpy", "onnx", "onnxruntime", "onnxscript", "litert-torch", "ai-edge-litert")
 BATCHNORM_NOTE = ("train mode during fine-tuning (cloud BN statistics follow the mixtures), running statistics recomputed "
@@ -43,15 +45,15 @@ class SplitFacts:
     head_negative_share: float | None
 
 
-def build_manifest(config, facts: SplitFacts, artifacts: list[dict], files: list[dict]) -> Manifest:
+def build_manifest(config, facts: SplitFacts, artifacts: list[dict], files: list[dict], uplink_search: dict | None = None) -> Manifest:
     return Manifest(
         datamix_version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         model=model_section(config, facts),
-        split=split_section(config, facts.decision, facts.head_negative_share),
+        split=split_section(config, facts.decision, facts.head_negative_share, uplink_search),
         protocol=config.mixing.to_protocol(decoys=min(config.export.decoys, facts.n_train_data),
                                            seeded=config.training.seed is not None or config.eval_seed is not None),
-        flops=flops_section(facts.profile, facts.decision),
+        flops=flops_section(facts.profile, facts.decision, config.bottleneck),
         accuracy={"dataset": config.eval_data or config.data, "n": facts.n_eval, "eval_seed": config.eval_seed, **facts.accuracy},
         training=training_section(config, facts),
         artifacts=artifacts,
@@ -80,31 +82,46 @@ def model_section(config, facts: SplitFacts) -> dict:
     }
 
 
-def split_section(config, decision, head_negative_share: float | None) -> dict:
-    return {
+def split_section(config, decision, head_negative_share: float | None, uplink_search: dict | None = None) -> dict:
+    cut = tuple(decision.head_cut.activation_shape)
+    section = {
         "head_cut": decision.head_cut.name,
         "tail_cut": decision.tail_cut.name,
         "cut_features": config.cut_features,
         "head_negative_share": head_negative_share,
-        "uplink": tensor_spec("mixtures", (-1, *decision.head_cut.activation_shape)),
-        "downlink": tensor_spec("cloud_out", (-1, *decision.tail_cut.activation_shape)),
+        "uplink": wire_spec(config.mixing.uplink_codec, "mixtures", (-1, *config.bottleneck.code_shape(cut))),
+        "downlink": wire_spec(config.mixing.downlink_codec, "cloud_out", (-1, *decision.tail_cut.activation_shape)),
+        "bottleneck": config.bottleneck.to_manifest(cut),
     }
+    if uplink_search is not None:
+        section["uplink_search"] = uplink_search
+    return section
 
 
-def flops_section(profile, decision) -> dict:
+def flops_section(profile, decision, bottleneck) -> dict:
+    """Per-sample FLOPs of every part; the bottleneck's encoder counts on the edge, its decoder in the cloud, and
+    mixing acts on the code."""
     from partitioners.flops import FLOPS_RULE
 
+    cut = tuple(decision.head_cut.activation_shape)
+    encoder, decoder = bottleneck.flops(cut)
+    code = int(np.prod(bottleneck.code_shape(cut)))
+    mix = 2 * decision.k * code if bottleneck.active else decision.mix_flops
+    head, cloud = decision.head_flops + encoder, decision.cloud_flops + decoder
+    edge = head + decision.tail_flops + mix + decision.demix_flops
+    total = profile.total_flops + encoder + decoder
     return {
         "rule": FLOPS_RULE,
-        "total": profile.total_flops,
-        "head": decision.head_flops,
-        "cloud": decision.cloud_flops,
+        "total": total,
+        "head": head,
+        "cloud": cloud,
         "tail": decision.tail_flops,
-        "mix": decision.mix_flops,
+        "mix": mix,
         "demix": decision.demix_flops,
-        "edge": decision.edge_flops,
-        "edge_fraction": decision.edge_fraction,
+        "edge": edge,
+        "edge_fraction": edge / total if total else 1.0,
         "uncounted_ops": profile.uncounted_ops,
+        "bottleneck": {"encoder": encoder, "decoder": decoder},
     }
 
 

@@ -105,6 +105,7 @@ def report_to_dict(report: ProfileReport) -> dict:
                 "params_prefix": c.params_prefix,
                 "activation_shape": list(c.activation_shape),
                 "activation_bytes": c.activation_bytes,
+                "bytes_per_codec": codec_bytes(c.elements),
                 "dtype": c.dtype,
                 "edge_fraction_if_head": edge_fraction_if_head(report, c),
             }
@@ -124,10 +125,18 @@ def report_to_dict(report: ProfileReport) -> dict:
             "edge_flops": d.edge_flops,
             "edge_fraction": d.edge_fraction,
             "uplink_bytes_per_sample": d.head_cut.activation_bytes,
+            "uplink_bytes_per_codec": codec_bytes(d.head_cut.elements),
             "downlink_bytes_per_sample": d.tail_cut.activation_bytes,
         },
         "cloud_only_bytes_per_sample": report.baselines,
     }
+
+
+def codec_bytes(values: int) -> dict[str, int]:
+    """Tensor bytes per sample of ``values`` numbers in each wire codec (int8: with its scale and zero point)."""
+    from datamix_cli.protocol.codecs import CODECS
+
+    return {name: codec.bytes_per_sample(values) for name, codec in CODECS.items()}
 
 
 def plot_profile(report: ProfileReport, path: Path) -> None:

@@ -17,6 +17,7 @@ from datamix_cli.data.preprocessing import PreprocessingOptions
 from datamix_cli.options import CutFeatures
 from datamix_cli.pipeline.export import REFERENCE_FORMAT, ExportConfig, export_all, write_side_files
 from datamix_cli.pipeline.manifest_sections import SplitFacts, build_manifest
+from datamix_cli.protocol.bottleneck import BottleneckConfig
 from datamix_cli.protocol.mixing import MixingConfig
 from datamix_cli.training.finetune import FinetuneConfig
 
@@ -46,6 +47,8 @@ class SplitConfig:
     skip_bad_images: bool = False
     cut_features: str = "any"  # "signed": the deepest cut within budget whose features take both signs (pre-activation)
     preset: str = "default"  # the --preset the options came from (recorded; datamix_cli.protocol.presets resolves it)
+    bottleneck: BottleneckConfig = field(default_factory=BottleneckConfig)  # a learned code at the head cut: what is sent
+    max_uplink_bytes: int | None = None  # search cut × bottleneck × codec for the best accuracy within it (pipeline/uplink.py)
 
 
 CUT_FEATURES = tuple(c.value for c in CutFeatures)
@@ -89,18 +92,27 @@ def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitRe
         prepared = _prepare_model(config)
         data = _prepare_data(config, prepared, report)
         shares = _negative_shares(prepared.traced, prepared.profile, data.dataset)
+        search = None
+        if config.max_uplink_bytes is not None:
+            from datamix_cli.pipeline.uplink import search as search_uplink
+
+            fit, validation = _validation_split(data.train, config, ranking=True)
+            config, search = search_uplink(config, prepared, data.train, fit, validation, report)
+            report(f"uplink search chose {search['chosen']['cut']}, bottleneck {search['chosen']['bottleneck']}, {search['chosen']['codec']}: "
+                   f"{search['chosen']['wire_bytes_per_input']:.0f} B/input")
         decision = _decide(config, prepared.profile, shares)
+        config.bottleneck.code_shape(tuple(decision.head_cut.activation_shape))  # refuse a bottleneck the cut cannot take
         parts = partition(prepared.traced, decision.head_cut, decision.tail_cut)
         decoys = _decoys(data.train, config)
         _report_plan(config, decision, prepared.preprocessing, report)
-        trained = _finetune(config, prepared, data, parts, decoys, world, on_step, report)
+        trained, parts = _finetune(config, prepared, data, parts, tuple(decision.head_cut.activation_shape), decoys, world, on_step, report)
         if not world.is_main:
             return None
         report("exporting and verifying artifacts")
         facts = SplitFacts(prepared.model, prepared.profile, decision, prepared.sample_shape, data.dataset.classes, data.num_classes,
                            len(data.dataset.y), len(data.held.y), trained.accuracy, trained.history, trained.seconds, trained.shipped_epoch, trained.stopped,
                            prepared.preprocessing, world.size, data.skipped, shares.get(decision.head_cut.name))
-        manifest = _export(config, exporters, parts, decoys, data.held, facts, staged.staging)
+        manifest = _export(config, exporters, parts, decoys, data.held, facts, staged.staging, search)
         out = staged.publish()
     return SplitResult(out, manifest, time.perf_counter() - started)
 
@@ -140,6 +152,15 @@ def _check(config: SplitConfig) -> dict:
     from exporters import get_exporter, registered_names
 
     config.training.validate(config.mixing.k)
+    if config.max_uplink_bytes is not None:
+        from datamix_cli.training import distributed
+
+        if config.max_uplink_bytes < 1:
+            raise ConfigError(f"--max-uplink-bytes must be >= 1, got {config.max_uplink_bytes}")
+        if config.bottleneck.active:
+            raise ConfigError("--max-uplink-bytes chooses the bottleneck itself: drop --bottleneck")
+        if distributed.current().distributed:
+            raise ConfigError("--max-uplink-bytes runs on one process: run the search without torchrun, then split with its choice")
     if not 0 < config.holdout < 1:
         raise DatasetError(f"holdout must be in (0, 1), got {config.holdout}")
     if config.cut_features not in CUT_FEATURES:
@@ -214,32 +235,42 @@ def _report_plan(config: SplitConfig, decision, preprocessing, report: Reporter)
         report(f"warning: no --weights given: {config.source.spec} starts from random weights")
 
 
-def _finetune(config: SplitConfig, prepared: _Prepared, data: _Data, parts, decoys, world, on_step, report: Reporter) -> _Trained | None:
-    """Accuracy before, mixing-aware fine-tuning, accuracy after (on rank 0; None on the other ranks)."""
+def _finetune(config: SplitConfig, prepared: _Prepared, data: _Data, parts, cut_shape, decoys, world, on_step, report: Reporter):
+    """Accuracy before, the bottleneck put in, mixing-aware fine-tuning, accuracy after: (trained, the parts that
+    ship); trained is None on ranks other than 0."""
+    from datamix_cli.protocol.bottleneck import PCA_SAMPLES, insert
     from datamix_cli.training.evaluation import accuracy, on_device, predict_mixed
-    from datamix_cli.training.finetune import finetune
+    from datamix_cli.training.finetune import finetune, frozen_copy
 
     device, held = config.training.device, data.held
-    with on_device(parts, prepared.original, device):  # back on the CPU before anything is exported
+    teacher = None
+    with on_device(parts, prepared.original, device):
         acc = _accuracy_before_finetuning(prepared.original, parts, held, decoys, config)
         _refuse_near_chance(acc["original"], held.y, config)
+    if config.bottleneck.active:
+        teacher = frozen_copy(parts)  # the targets of feature matching: the split without the bottleneck
+        parts, kept = insert(parts, config.bottleneck, cut_shape, np.asarray(data.train.x[:PCA_SAMPLES]))
+        report(f"bottleneck: {config.bottleneck.channels} channels, stride {config.bottleneck.stride}; its PCA start keeps {kept:.1%} of the cut's variance")
+    with on_device(parts, prepared.original, device):  # back on the CPU before anything is exported
+        if teacher is not None:
+            acc["bottleneck_before_finetuning"] = accuracy(predict_mixed(parts, held.x, decoys, config.mixing, config.eval_seed, device=device), held.y)
         report(f"fine-tuning mixing-aware on {len(data.train.y)} samples" + (f" on {world.size} processes" if world.distributed else ""))
         fit, validation = _validation_split(data.train, config)
         started = time.perf_counter()
-        done = finetune(parts, fit.x, fit.y, config.mixing, config.training, on_step, world, validation)
+        done = finetune(parts, fit.x, fit.y, config.mixing, config.training, on_step, world, validation, teacher)
         seconds = time.perf_counter() - started
         if not world.is_main:
-            return None
+            return None, parts
         acc["mixing_aware"] = accuracy(predict_mixed(parts, held.x, decoys, config.mixing, config.eval_seed, device=device), held.y)
     report(f"fine-tuning: {done.stopped}")
-    return _Trained(acc, done.history, seconds, done.shipped_epoch, done.stopped)
+    return _Trained(acc, done.history, seconds, done.shipped_epoch, done.stopped), parts
 
 
-def _validation_split(train, config: SplitConfig):
+def _validation_split(train, config: SplitConfig, ranking: bool = False):
     """(samples to fit, (x, y) to select the epoch on): a part of the fine-tuning data, never the held-out data.
     Whole groups of k only; no validation when it would hold fewer than one group."""
     share = config.training.validation
-    if not share or not config.training.epochs:
+    if not share or not (config.training.epochs or ranking):  # ranking: the uplink search's short fine-tunes need it
         return train, None
     fit, validation = train.split(share, config.data_seed + 1)
     n = len(validation.y) - len(validation.y) % config.mixing.k
@@ -248,16 +279,17 @@ def _validation_split(train, config: SplitConfig):
     return fit, (np.asarray(validation.x[:n]), validation.y[:n])
 
 
-def _export(config: SplitConfig, exporters: dict, parts, decoys, held, facts, folder: Path):
+def _export(config: SplitConfig, exporters: dict, parts, decoys, held, facts, folder: Path, search: dict | None = None):
     """Every artifact exported and verified (all failures raised at once), the side files, the manifest."""
     from exporters.verify import raise_on_failures
 
-    artifacts, checks = export_all(parts, exporters, config.export, config.mixing, config.eval_seed, facts.decision,
+    uplink = config.bottleneck.code_shape(tuple(facts.decision.head_cut.activation_shape))
+    artifacts, checks = export_all(parts, exporters, config.export, config.mixing, config.eval_seed, (uplink, facts.decision.tail_cut.activation_shape),
                                    facts.sample_shape, facts.num_classes, held.x, folder)
     if not config.export.allow_mismatch:
         raise_on_failures(checks)
     files = write_side_files(folder, parts, decoys, held.x, config.mixing)
-    manifest = build_manifest(config, facts, artifacts, files)
+    manifest = build_manifest(config, facts, artifacts, files, search)
     (folder / "manifest.json").write_text(manifest.to_json())
     return manifest
 

@@ -16,6 +16,7 @@ import numpy as np
 from datamix_cli.artifacts.folder import SplitFolder
 from datamix_cli.data.datasets import split_datasets
 from datamix_cli.errors import ConfigError
+from datamix_cli.protocol.codecs import decode, encode
 from datamix_cli.protocol.groups import dominant_sources
 from datamix_cli.protocol.mixing import MixingConfig, add_noise, coefficient_rng, draw_batch, draw_coefficients, mix
 
@@ -58,11 +59,13 @@ class Scene:
         self.rng = rng
 
     def _mix(self, h, cs, rng):
-        """Mixtures of ``h`` grouped by ``cs``, in float32 as the edge's head artifact mixes. (The adaptive attacker
+        """Mixtures of ``h`` grouped by ``cs``, in float32 as the edge's head artifact mixes, after noise and the uplink codec. (The adaptive attacker
         re-mixes all public features every epoch: 0.04 s in float32 against 1.1 s in float64 on the ResNet example.)"""
         groups = h.reshape(len(cs), self.k, *h.shape[1:]).astype(np.float32, copy=False)
         m = mix(cs.astype(np.float32), groups).reshape(h.shape)
-        return add_noise(self.mixing, m, lambda shape: rng.standard_normal(shape, dtype=np.float32))[0]
+        m = add_noise(self.mixing, m, lambda shape: rng.standard_normal(shape, dtype=np.float32))[0]
+        codec = self.mixing.uplink_codec
+        return decode(codec, *encode(codec, m))  # what the server decodes: the codec's rounding included
 
     def classify(self, images: np.ndarray) -> np.ndarray:
         """The split's model's labels for ``images`` (any number: padded to whole groups)."""

@@ -52,3 +52,30 @@ class Normalise(nn.Module):
         if self.flip:
             x = torch.flip(x, dims=(1,))
         return x
+
+
+class WireCloud(nn.Module):
+    """The cloud part behind the wire codecs, for engines that serve a model file as is (Triton): the fp32 or fp16
+    payload in, the cloud output in the downlink codec's dtype out."""
+
+    def __init__(self, cloud: nn.Module, half_out: bool):
+        super().__init__()
+        self.cloud, self.half_out = cloud, half_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.cloud(x.float())
+        return out.half() if self.half_out else out
+
+
+class WireCloudInt8(nn.Module):
+    """The same for the int8 uplink: q[n, ...] (uint8) and params[n, 2] (scale, zero point) -> cloud((q − zp)·scale)."""
+
+    def __init__(self, cloud: nn.Module, half_out: bool):
+        super().__init__()
+        self.cloud, self.half_out = cloud, half_out
+
+    def forward(self, q: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        shape = [q.shape[0]] + [1] * (q.dim() - 1)
+        x = (q.float() - params[:, 1].reshape(shape)) * params[:, 0].reshape(shape)
+        out = self.cloud(x)
+        return out.half() if self.half_out else out

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from datamix_cli.errors import ProtocolError
+from datamix_cli.protocol.codecs import Codec, get_codec
 from datamix_cli.options import MixingDistribution
 
 DISTRIBUTIONS = tuple(d.value for d in MixingDistribution)
 PROTOCOL_NAME = "datamix"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the tensors on the wire carry a codec (datamix_cli.protocol.codecs); 1 was fp32 only
 MIN_K, MAX_K = 2, 64
 MAX_DRAWS = 1000
 DECOYS_PATH = "edge/decoys.npz"  # inside a split folder
@@ -47,6 +48,9 @@ class MixingConfig:
     # Noise in units of each group's own mixture RMS: fine-tuning cannot outgrow it by scaling features up, as it
     # can an absolute σ. The std added to a group is noise_sigma + noise_relative · RMS(group's mixtures).
     noise_relative: float = 0.0
+    # How the mixtures (after noise) and the cloud outputs travel: a name in datamix_cli.protocol.codecs.CODECS.
+    uplink: str = "fp32"
+    downlink: str = "fp32"
 
     @classmethod
     def from_protocol(cls, protocol: dict) -> "MixingConfig":
@@ -55,6 +59,7 @@ class MixingConfig:
             k=protocol["k"], alpha=protocol["alpha"], kappa_max=protocol["kappa_max"], shuffle=protocol["shuffle"],
             noise_sigma=protocol["noise_sigma"], distribution=protocol.get("distribution", "dirichlet"),
             noise_relative=protocol.get("noise_relative", 0.0),
+            uplink=protocol.get("codecs", {}).get("uplink", "fp32"), downlink=protocol.get("codecs", {}).get("downlink", "fp32"),
         )
 
     def to_protocol(self, decoys: int, seeded: bool) -> dict:
@@ -75,6 +80,7 @@ class MixingConfig:
             "mix": "m = C·h over the group of k (h flattened per sample); fresh C per group, " + mixing,
             "demix": "z = C⁻¹·z̃ over the group of k",
             "seeded": bool(seeded),
+            "codecs": {"uplink": self.uplink, "downlink": self.downlink},
         }
 
     def __post_init__(self):
@@ -89,6 +95,17 @@ class MixingConfig:
             raise ProtocolError(f"noise sigma must be >= 0, got {self.noise_sigma}")
         if not self.noise_relative >= 0:
             raise ProtocolError(f"relative noise must be >= 0, got {self.noise_relative}")
+        get_codec(self.uplink)
+        if get_codec(self.downlink).params:
+            raise ProtocolError(f"the downlink codec must be fp32 or fp16, got {self.downlink!r}: de-mixing amplifies the cloud outputs' rounding by up to cond(C)")
+
+    @property
+    def uplink_codec(self) -> Codec:
+        return get_codec(self.uplink)
+
+    @property
+    def downlink_codec(self) -> Codec:
+        return get_codec(self.downlink)
 
     @property
     def noisy(self) -> bool:

@@ -20,6 +20,7 @@ from datamix_cli.errors import ServerError
 from datamix_cli.options import Runtime, choice
 from datamix_cli.serving.oip import decode_response, encode_request
 from datamix_cli.protocol.groups import pad_with_decoys, shuffle_permutation, unshuffle
+from datamix_cli.protocol.codecs import encode
 from datamix_cli.protocol.mixing import MixingConfig, add_noise, coefficient_rng, draw_coefficients
 
 
@@ -127,14 +128,15 @@ class OipClient:
             raise ServerError(f"GET {path} returned {response.status}: {data[:200].decode(errors='replace')}")
         return json.loads(data)
 
-    def infer(self, model: str, input_name: str, array: np.ndarray) -> tuple[np.ndarray, dict]:
-        """Send ``array`` (FP32) in binary; returns the first output and timings (upload_s, cloud_ms)."""
-        body, headers = encode_request(input_name, self.output_name(model), array)
+    def infer(self, model: str, tensors: list[tuple[str, str, np.ndarray]], output_datatype: str = "FP32") -> tuple[np.ndarray, dict]:
+        """Send ``tensors`` ((name, datatype, array)) in binary; returns the first output (float32) and timings
+        (upload_s, cloud_ms, the bytes on the wire)."""
+        body, headers = encode_request(tensors, self.output_name(model))
         response, data, upload_s = self._request("POST", f"/v2/models/{model}/infer", body, headers)
         if response.status != 200:
             raise ServerError(f"inference returned {response.status}: {data[:300].decode(errors='replace')}")
         try:
-            result, meta = decode_response(data, response.getheader("Inference-Header-Content-Length"))
+            result, meta = decode_response(data, response.getheader("Inference-Header-Content-Length"), output_datatype)
         except ValueError as exc:
             raise ServerError(str(exc)) from None
         timing = {"upload_s": upload_s, "cloud_ms": float((meta.get("parameters") or {}).get("cloud_ms", 0.0)),
@@ -216,13 +218,24 @@ class EdgeClient:
             raise InputShapeError(f"inputs have shape {tuple(x.shape[1:])} per sample, the split expects {self.input_shape}")
         return x
 
-    def _check_server(self, server: OipClient, model: str) -> str:
-        """The server's input name for this split's uplink, after checking its per-sample shape matches."""
-        tensor = server.metadata(model)["inputs"][0]
+    def _check_server(self, server: OipClient, model: str) -> list[str]:
+        """The server's input names for this split's uplink (payload, then the int8 codec's parameters), after
+        checking that it takes this split's shape, datatypes and codec."""
+        meta = server.metadata(model)
+        tensors, codec = meta["inputs"], self.mixing.uplink_codec
         expected = list(self.manifest.split["uplink"]["shape"][1:])
-        if list(tensor.get("shape", [])[1:]) != expected:
-            raise ServerError(f"the server's model {model!r} takes {tensor.get('shape')}, this split sends [-1, {', '.join(map(str, expected))}]")
-        return tensor["name"]
+        if list(tensors[0].get("shape", [])[1:]) != expected:
+            raise ServerError(f"the server's model {model!r} takes {tensors[0].get('shape')}, this split sends [-1, {', '.join(map(str, expected))}]")
+        datatypes = [t.get("datatype") for t in tensors]
+        wanted = [codec.datatype] + ["FP32"] * bool(codec.params)
+        output = (meta.get("outputs") or [{}])[0].get("datatype", "FP32")
+        if datatypes != wanted or output != self.mixing.downlink_codec.datatype:
+            raise ServerError(
+                f"the server's model {model!r} takes {' + '.join(map(str, datatypes))} and returns {output}; this split needs datamix "
+                f"protocol {self.manifest.protocol['version']} with the {codec.name} uplink ({' + '.join(wanted)}) and the "
+                f"{self.mixing.downlink} downlink ({self.mixing.downlink_codec.datatype}): serve it with this datamix, or re-export the Triton repository"
+            )
+        return [t["name"] for t in tensors]
 
     def run(self, server: OipClient, x: np.ndarray, groups_per_request: int = 16) -> EdgeResult:
         """Predict ``x`` (N, ...) through the split; requests carry up to ``groups_per_request`` groups."""
@@ -230,7 +243,8 @@ class EdgeClient:
         k = self.mixing.k
         padded, n = pad_with_decoys(x, self.decoys, k, self.rng)
         model = self.manifest.model["name"]
-        uplink = self._check_server(server, model)
+        names = self._check_server(server, model)
+        codec = self.mixing.uplink_codec
         logits, groups, up, down, wire_up, wire_down = [], [], 0, 0, 0, 0
         for start in range(0, len(padded), groups_per_request * k):
             chunk = padded[start : start + groups_per_request * k]
@@ -240,8 +254,10 @@ class EdgeClient:
             mixtures, noise = add_noise(self.mixing, mixtures, lambda shape: self.rng.standard_normal(shape, dtype=np.float32))
             order = shuffle_permutation(self.rng, len(mixtures)) if self.mixing.shuffle else None
             sent = mixtures[order] if order is not None else mixtures
+            payload, params = encode(codec, sent)
+            tensors = [(names[0], codec.datatype, payload)] + ([(names[1], "FP32", params)] if params is not None else [])
             t1 = time.perf_counter()
-            returned, timing = server.infer(model, uplink, sent)
+            returned, timing = server.infer(model, tensors, self.mixing.downlink_codec.datatype)
             t2 = time.perf_counter()
             cloud_out = unshuffle(returned, order) if order is not None else returned
             for g, c in enumerate(cs):
@@ -249,8 +265,8 @@ class EdgeClient:
                 logits.append(self.tail(np.ascontiguousarray(cloud_out[g * k : (g + 1) * k]), c_inv))
                 groups.append((np.arange(start + g * k, start + (g + 1) * k), c, None if noise is None else noise[g * k : (g + 1) * k]))
             t3 = time.perf_counter()
-            up += sent.nbytes
-            down += returned.nbytes
+            up += sum(t[2].nbytes for t in tensors)
+            down += returned.size * self.mixing.downlink_codec.value_bytes
             wire_up += timing["wire_up"]
             wire_down += timing["wire_down"]
             uplink_ms = timing["upload_s"] * 1e3

@@ -109,18 +109,22 @@ def reference_logits(folder: Path, manifest, x: np.ndarray, groups) -> tuple[np.
     model without mixing), both over the padded input.
     """
     from datamix_cli.artifacts.folder import SplitFolder
-    from datamix_cli.protocol.mixing import demix, mix
+    from datamix_cli.protocol.codecs import decode, encode
+    from datamix_cli.protocol.mixing import MixingConfig, demix, mix
 
     parts = SplitFolder(folder, manifest=manifest)
     head, cloud, tail = (parts.runner(role) for role in ("head", "cloud", "tail"))
     eye = np.eye(manifest.protocol["k"], dtype=np.float32)
+    protocol = MixingConfig.from_protocol(manifest.protocol)
+    up, down = protocol.uplink_codec, protocol.downlink_codec
     out, unmixed = [], []
     for indices, c, noise in groups:
         c64, features = c.astype(np.float64), head(x[indices], eye)
         mixtures = mix(c64, features.astype(np.float64))
         if noise is not None:
             mixtures = mixtures + noise
-        cloud_out = cloud(mixtures.astype(np.float32)).astype(np.float64)
+        mixtures = decode(up, *encode(up, mixtures.astype(np.float32)))  # what the server decodes
+        cloud_out = decode(down, *encode(down, cloud(mixtures))).astype(np.float64)
         out.append(tail(demix(np.linalg.inv(c64), cloud_out).astype(np.float32), eye))
         unmixed.append(tail(cloud(features), eye))
     return np.concatenate(out), np.concatenate(unmixed)

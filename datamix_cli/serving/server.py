@@ -22,6 +22,8 @@ import numpy as np
 
 from datamix_cli.serving.oip import HEADER_LENGTH, RequestError, encode_response, parse_body, parse_input, wants_binary
 from datamix_cli.serving.platforms import PLATFORMS
+from datamix_cli.protocol.codecs import CODECS, Codec, spec_codec
+from datamix_cli.protocol.mixing import PROTOCOL_VERSION
 from datamix_cli import __version__
 
 log = logging.getLogger("datamix.serve")
@@ -53,10 +55,19 @@ class CloudModel:
     output_shape: tuple[int, ...]
     max_batch: int
     platform: str = "pytorch_libtorch"
+    codec: Codec = CODECS["fp32"]  # how the uplink arrives (decoded before the cloud part)
+    downlink_codec: Codec = CODECS["fp32"]  # how the cloud outputs leave
 
     @property
     def sample_bytes(self) -> int:
-        return int(np.prod(self.input_shape)) * 4
+        return self.codec.bytes_per_sample(int(np.prod(self.input_shape)))
+
+    def metadata_inputs(self) -> list[dict]:
+        """The request's tensors as model metadata lists them: the payload, and the int8 codec's parameters."""
+        inputs = [{"name": self.input_name, "datatype": self.codec.datatype, "shape": [-1, *self.input_shape]}]
+        if self.codec.params:
+            inputs.append({"name": self.codec.params_name(self.input_name), "datatype": "FP32", "shape": [-1, self.codec.params]})
+        return inputs
 
     @property
     def max_body(self) -> int:
@@ -76,7 +87,8 @@ def load_cloud(folder: Path, max_batch: int, fmt: str = "torchscript") -> CloudM
     run = parts.runner("cloud", fmt)
     up, down = manifest.split["uplink"], manifest.split["downlink"]
     return CloudModel(
-        manifest.model["name"], run, up["name"], tuple(up["shape"][1:]), down["name"], tuple(down["shape"][1:]), max_batch, PLATFORMS.get(fmt, fmt)
+        manifest.model["name"], run, up["name"], tuple(up["shape"][1:]), down["name"], tuple(down["shape"][1:]), max_batch,
+        PLATFORMS.get(fmt, fmt), spec_codec(up), spec_codec(down),
     )
 
 
@@ -100,8 +112,9 @@ def build_app(model: CloudModel, token: str | None = None):
         "name": model.name,
         "versions": ["1"],
         "platform": model.platform,
-        "inputs": [{"name": model.input_name, "datatype": "FP32", "shape": [-1, *model.input_shape]}],
-        "outputs": [{"name": model.output_name, "datatype": "FP32", "shape": [-1, *model.output_shape]}],
+        "inputs": model.metadata_inputs(),
+        "outputs": [{"name": model.output_name, "datatype": model.downlink_codec.datatype, "shape": [-1, *model.output_shape]}],
+        "parameters": {"datamix_protocol": PROTOCOL_VERSION},
     }
 
     def check_model(request: Request) -> None:
@@ -137,7 +150,8 @@ def build_app(model: CloudModel, token: str | None = None):
         started = time.perf_counter()
         result = np.ascontiguousarray(await run_in_threadpool(model.run, array), dtype="<f4")
         cloud_ms = (time.perf_counter() - started) * 1e3
-        body, header_length = encode_response(model.name, model.output_name, result, {"cloud_ms": cloud_ms}, parsed.get("id"), binary_out)
+        body, header_length = encode_response(model.name, model.output_name, result, {"cloud_ms": cloud_ms}, parsed.get("id"), binary_out,
+                                             model.downlink_codec)
         if header_length is None:
             return Response(body, media_type="application/json")
         return Response(body, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header_length)})

@@ -100,6 +100,7 @@ def finetune(
     on_step: Callable[[int, int, float, float], None] | None = None,
     world=None,
     validation: tuple | None = None,
+    teacher=None,
 ) -> Finetuned:
     """Train the parts in place; ``on_step(step, total, loss, acc)`` reports progress.
 
@@ -110,13 +111,15 @@ def finetune(
     grow with the data. Under torchrun (``world``) the parts train as one
     DistributedDataParallel module on this rank's shard. With ``validation``
     (x, y) the best epoch on it ships and training stops once it stops
-    improving (:mod:`datamix_cli.training.selection`); without, the last epoch ships.
+    improving (:mod:`datamix_cli.training.selection`); without, the last epoch ships. ``teacher``
+    (frozen parts, e.g. the split before a bottleneck was put in) gives the targets instead of a copy of ``parts``;
+    with a bottleneck the decoded code is also matched to the teacher's features at the cut.
     """
     from datamix_cli.training.distributed import World
 
     world = world or World()
     config.validate(mixing.k)
-    run = _Run.start(parts, x, y, mixing, config, world)
+    run = _Run.start(parts, x, y, mixing, config, world, teacher)
     selection = Selection(config.patience)
     history, epoch = [], 0
     _set_train(parts, True)
@@ -169,6 +172,7 @@ class _Run:
     batches: EpochBatches
     loader: object
     scale: torch.Tensor | None
+    cut_scale: torch.Tensor | None  # with a bottleneck: the unit of matching the decoded code to the cut's features
     adversary: Adversary | None
     rng: np.random.Generator
     generator: torch.Generator
@@ -179,10 +183,7 @@ class _Run:
     first_loss: float | None = None
 
     @classmethod
-    def start(cls, parts, x, y, mixing: MixingConfig, config: FinetuneConfig, world) -> "_Run":
-        import copy
-        import warnings
-
+    def start(cls, parts, x, y, mixing: MixingConfig, config: FinetuneConfig, world, teacher=None) -> "_Run":
         from datamix_cli.training.distributed import check_batches, shared_seed
 
         per_rank = check_batches(world, config.batch_size, mixing.k, len(y)) if world.distributed else config.batch_size
@@ -192,15 +193,11 @@ class _Run:
         params = [p for part in (parts.head, parts.cloud, parts.tail) for p in part.parameters()]
         unique = list({id(p): p for p in params}.values())
         device, home = torch.device(config.device), unique[0].device
-        with warnings.catch_warnings():  # deep-copying fx graphs warns about pytree internals in torch 2.13
-            warnings.simplefilter("ignore", FutureWarning)
-            frozen = copy.deepcopy(parts) if (config.distill or config.feature_match) else None
+        frozen = None
+        if config.distill or config.feature_match:
+            frozen = teacher if teacher is not None else frozen_copy(parts)
         joint = MixedModel(parts, mixing)
         move(device, joint, frozen)
-        if frozen is not None:
-            _set_train(frozen, False)
-            for p in (q for part in (frozen.head, frozen.cloud, frozen.tail) for q in part.parameters()):
-                p.requires_grad_(False)
         model = joint
         if world.distributed:
             model = torch.nn.parallel.DistributedDataParallel(joint, device_ids=[device] if device.type == "cuda" else None)
@@ -215,8 +212,9 @@ class _Run:
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
         loader = make_loader(x, y, batches, config, device)
         scale = _feature_scale(frozen, x, device) if config.feature_match else None
+        cut_scale = _cut_scale(frozen, x, device) if config.feature_match and hasattr(parts.head, "encoder") else None
         adversary = Adversary(parts, x, mixing.k, device, config.seed) if config.adversarial else None
-        return cls(config, mixing, world, joint, model, frozen, optimizer, schedule, batches, loader, scale, adversary, rng,
+        return cls(config, mixing, world, joint, model, frozen, optimizer, schedule, batches, loader, scale, cut_scale, adversary, rng,
                    generator, device, home, total)
 
     def snapshot(self) -> dict:
@@ -273,6 +271,11 @@ class _Run:
             loss = (1 - config.distill) * loss + config.distill * soft * t * t
         if config.feature_match:
             loss = loss + config.feature_match * F.mse_loss(z, target.float()) / self.scale
+            if self.cut_scale is not None:  # the bottleneck's code, decoded, against the cut's original features
+                with torch.no_grad():
+                    cut = self.frozen.head(xb).float()
+                decoded = self.joint.cloud.decoder(self.joint.head(xb))
+                loss = loss + config.feature_match * F.mse_loss(decoded.float(), cut) / self.cut_scale
         if self.adversary is not None:
             loss = loss + config.adversarial * self.adversary.privacy_loss(sent.float(), xb, c)
         return loss
@@ -313,6 +316,27 @@ def _recalibrate_batchnorm(joint, loader, rng, mixing: MixingConfig, device, gen
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
+
+
+def frozen_copy(parts):
+    """A deep copy of the parts in eval mode with no gradients: fine-tuning's fixed targets."""
+    import copy
+    import warnings
+
+    with warnings.catch_warnings():  # deep-copying fx graphs warns about pytree internals in torch 2.13
+        warnings.simplefilter("ignore", FutureWarning)
+        frozen = copy.deepcopy(parts)
+    _set_train(frozen, False)
+    for p in (q for part in (frozen.head, frozen.cloud, frozen.tail) for q in part.parameters()):
+        p.requires_grad_(False)
+    return frozen
+
+
+@torch.no_grad()
+def _cut_scale(frozen, x, device, n: int = 512) -> torch.Tensor:
+    """Variance of the original cut's features on the first ``n`` training samples."""
+    sample = torch.from_numpy(np.ascontiguousarray(x[: min(n, len(x))], dtype=np.float32)).to(device)
+    return frozen.head(sample).float().var().clamp_min(1e-12)
 
 
 @torch.no_grad()

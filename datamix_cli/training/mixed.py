@@ -1,10 +1,11 @@
-"""The mixed forward pass, in torch: head → mix (C per group) → noise → cloud (shuffled across groups and back when
+"""The mixed forward pass, in torch: head → mix (C per group) → noise → uplink codec → cloud (shuffled across groups and back when
 the protocol shuffles) → de-mix by C⁻¹ → tail. Fine-tuning, evaluation and the adversary all run it."""
 
 from __future__ import annotations
 
 import torch
 
+from datamix_cli.protocol.codecs import simulate
 from datamix_cli.protocol.mixing import MixingConfig, add_noise, mix
 
 
@@ -23,7 +24,8 @@ def sent_mixtures(parts, x: torch.Tensor, c: torch.Tensor, mixing: MixingConfig,
     groups, k = c.shape[0], c.shape[1]
     h = parts.head(x)
     m = mix(c.to(h.dtype), h.reshape(groups, k, *h.shape[1:])).reshape(groups * k, *h.shape[1:])
-    return add_noise(mixing, m, lambda shape: torch.randn(shape, generator=generator, dtype=torch.float32).to(m.device, m.dtype))[0]
+    m = add_noise(mixing, m, lambda shape: torch.randn(shape, generator=generator, dtype=torch.float32).to(m.device, m.dtype))[0]
+    return simulate(mixing.uplink_codec, m)  # the codec's rounding, straight-through: what the server decodes
 
 
 def demixed_cloud(parts, m: torch.Tensor, c: torch.Tensor, mixing: MixingConfig, generator=None) -> torch.Tensor:
@@ -32,9 +34,9 @@ def demixed_cloud(parts, m: torch.Tensor, c: torch.Tensor, mixing: MixingConfig,
     if mixing.shuffle:
         # The cloud sees the batch's mixtures in random order; the edge restores it.
         order = torch.randperm(len(m), generator=generator).to(m.device)
-        z_mixed = parts.cloud(m[order])[torch.argsort(order)]
+        z_mixed = simulate(mixing.downlink_codec, parts.cloud(m[order]))[torch.argsort(order)]
     else:
-        z_mixed = parts.cloud(m)
+        z_mixed = simulate(mixing.downlink_codec, parts.cloud(m))
     z = mix(torch.linalg.inv(c.double()).to(z_mixed.dtype), z_mixed.reshape(groups, k, *z_mixed.shape[1:]))
     return z.reshape(groups * k, *z_mixed.shape[1:])
 

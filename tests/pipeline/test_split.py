@@ -229,6 +229,16 @@ def test_bad_input_fails_before_writing(tmp_path, overrides, error, match):
         (["--budget", "0.000001"], "smallest achievable edge share"),
         (["--out", "/proc/no/such/dir/out"], "does not exist"),
         (["--batch-size", "30"], "multiple of k=4"),
+        (["--bottleneck", "0"], "between 1 and the cut's 16 channels, got 0"),
+        (["--bottleneck", "17"], "between 1 and the cut's 16 channels, got 17"),
+        (["--bottleneck", "4", "--bottleneck-stride", "3"], "does not divide the cut's 16×16"),
+        (["--uplink", "int4"], "'int4' is not one of"),
+        (["--downlink", "int8"], "'int8' is not one of"),
+        (["--max-uplink-bytes", "0"], "must be >= 1"),
+        (["--max-uplink-bytes", "900", "--bottleneck", "2"], "drop --bottleneck"),
+        # The smallest code (one int8 channel at stride 8: 4 values and 8 bytes of scale, plus the request's share of
+        # HTTP and JSON) takes more than 100 bytes: refused after ranking it, naming its size and accuracy.
+        (["--max-uplink-bytes", "100"], "no configuration sends <= 100 bytes per input: the smallest, cut 3, bottleneck 1 ch at stride 8, int8, sends"),
     ],
 )
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, args, message):

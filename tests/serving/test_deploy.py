@@ -191,3 +191,62 @@ def test_kserve_bad_options(repositories, tmp_path, args, message):
 def test_kserve_refuses_a_folder_that_is_not_a_repository(small_split, tmp_path):
     result = CliRunner().invoke(app, ["export", "kserve", str(small_split), "--out", str(tmp_path / "x.yaml"), "--storage-uri", "s3://b/p"])
     assert result.exit_code == 2 and "not a repository written by" in result.output
+
+
+@pytest.fixture(scope="module")
+def codec_triton(codec_split, tmp_path_factory):
+    """Real Triton serving the int8/fp16 split, one server per backend, from repositories the CLI wrote."""
+    reason = unavailable_reason()
+    if reason:
+        print(f"SKIPPED Triton tests: {reason}")
+        pytest.skip(reason)
+    from datamix_cli.serving.loopback import free_port
+
+    servers = {}
+    try:
+        for backend in ("onnx", "torchscript"):
+            repo = tmp_path_factory.mktemp("codec-repos") / backend
+            result = CliRunner().invoke(app, ["export", "triton", str(codec_split), "--out", str(repo), "--backend", backend, "--max-batch", "64", "--json"])
+            assert result.exit_code == 0, result.output
+            config = next(repo.glob("*/config.pbtxt")).read_text()
+            assert "TYPE_UINT8" in config and "TYPE_FP16" in config
+            servers[backend] = (TritonServer(repo, free_port(), free_port(), free_port()), json.loads(result.output))
+            servers[backend][0].wait_ready()
+        yield servers
+    finally:
+        for server, _ in servers.values():
+            server.stop()
+
+
+def test_int8_split_through_real_triton_and_tritonclient(codec_split, codec_triton):
+    import tritonclient.http as httpclient
+
+    from datamix_cli.data.datasets import load_dataset
+    from datamix_cli.protocol.codecs import CODECS, encode
+    from datamix_cli.serving.client import EdgeClient, OipClient
+    from datamix_cli.serving.loopback import reference_logits
+    from exporters import get_exporter
+
+    held = load_dataset("digits", (1, 32, 32)).split(HOLDOUT, DATA_SEED)[1]
+    cloud = get_exporter("torchscript").load(codec_split / "cloud/cloud.pt")
+    for backend, (server, result) in codec_triton.items():
+        client, oip = EdgeClient(codec_split, "onnx"), OipClient(server.url)
+        try:
+            run = client.run(oip, held.x[:41], groups_per_request=3)
+        finally:
+            oip.close()
+        reference = reference_logits(codec_split, client.manifest, run.inputs, run.groups)[0][:41]
+        assert (run.logits.argmax(1) == reference.argmax(1)).mean() >= 0.995, backend
+        # The official client sends the two wire tensors; Triton's model decodes them and answers in fp16.
+        x = np.random.default_rng(3).standard_normal((8, 4, 8, 8)).astype(np.float32)
+        q, params = encode(CODECS["int8"], x)
+        triton = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+        names = [t["name"] for t in triton.get_model_metadata(result["model_name"])["inputs"]]
+        tensors = [httpclient.InferInput(names[0], list(q.shape), "UINT8"), httpclient.InferInput(names[1], list(params.shape), "FP32")]
+        tensors[0].set_data_from_numpy(q)
+        tensors[1].set_data_from_numpy(params)
+        out = triton.infer(result["model_name"], tensors).as_numpy(result["output_name"])
+        triton.close()
+        assert out.dtype == np.float16
+        expected = cloud((q.astype(np.float32) - params[:, 1, None, None, None]) * params[:, 0, None, None, None])
+        np.testing.assert_allclose(out.astype(np.float32), expected, rtol=1e-3, atol=1e-3, err_msg=backend)

@@ -60,7 +60,7 @@ def test_the_wire_bytes_the_client_counts_are_what_the_server_counted_both_ways(
     client._metadata["m"] = {"inputs": [{"name": "in"}], "outputs": [{"name": "out"}]}  # skip the metadata request
     totals = [0, 0]
     for batch in (4, 8, 1):
-        result, timing = client.infer("m", "in", np.ones((batch, 3, 5), dtype=np.float32))
+        result, timing = client.infer("m", [("in", "FP32", np.ones((batch, 3, 5), dtype=np.float32))])
         assert result.shape == (4, 6)
         totals[0] += timing["wire_up"]
         totals[1] += timing["wire_down"]
@@ -75,8 +75,23 @@ def test_counting_survives_a_server_that_closes_each_connection():
     client._metadata["m"] = {"inputs": [{"name": "in"}], "outputs": [{"name": "out"}]}
     totals = [0, 0]
     for _ in range(3):
-        _, timing = client.infer("m", "in", np.ones((2, 7), dtype=np.float32))
+        _, timing = client.infer("m", [("in", "FP32", np.ones((2, 7), dtype=np.float32))])
         totals[0] += timing["wire_up"]
         totals[1] += timing["wire_down"]
     client.close()
     assert totals == [server.received, server.sent]
+
+
+def test_the_search_s_request_size_is_what_the_server_receives():
+    """``request_bytes`` (what --max-uplink-bytes counts) against the bytes a server received for the same request."""
+    from datamix_cli.serving.oip import LONGEST_HOST, request_bytes
+
+    server = CountingServer(np.zeros((4, 2), dtype=np.float32))
+    client = OipClient(f"http://127.0.0.1:{server.port}")
+    client._metadata["m"] = {"inputs": [{"name": "mixtures"}], "outputs": [{"name": "cloud_out"}]}
+    q, params = np.zeros((4, 3, 8, 8), np.uint8), np.ones((4, 2), np.float32)
+    client.infer("m", [("mixtures", "UINT8", q), ("mixtures_quant", "FP32", params)])
+    client.close()
+    estimate = request_bytes("m", [("mixtures", "UINT8", q.shape), ("mixtures_quant", "FP32", params.shape)], "cloud_out")
+    # The estimate assumes the longest IPv4 host:port; this request's Host header is shorter by the difference.
+    assert server.received == estimate - (len(LONGEST_HOST) - len(f"127.0.0.1:{server.port}"))

@@ -20,6 +20,7 @@ import numpy as np
 
 from datamix_cli.errors import ConfigError, VerificationError
 from datamix_cli.options import InstanceKind, TritonBackend
+from datamix_cli.protocol.codecs import decode, encode, spec_codec
 from datamix_cli.serving.platforms import PLATFORMS
 
 
@@ -79,11 +80,15 @@ def _check(config: TritonConfig, k: int) -> None:
         raise ConfigError(f"--max-queue-delay-us must be >= 0, got {config.max_queue_delay_us}")
 
 
+TRITON_TYPES = {"FP32": "TYPE_FP32", "FP16": "TYPE_FP16", "UINT8": "TYPE_UINT8"}
+
+
 def config_pbtxt(name: str, platform: str, filename: str, inputs: list, outputs: list, k: int, config: TritonConfig) -> str:
-    """Triton's model configuration in protobuf text format. ``inputs``/``outputs``: (name, dims without batch)."""
+    """Triton's model configuration in protobuf text format. ``inputs``/``outputs``: (name, OIP datatype, dims
+    without batch)."""
 
     def tensors(items):
-        return ",\n".join(f'  {{ name: "{n}" data_type: TYPE_FP32 dims: [ {", ".join(map(str, dims))} ] }}' for n, dims in items)
+        return ",\n".join(f'  {{ name: "{n}" data_type: {TRITON_TYPES[t]} dims: [ {", ".join(map(str, dims))} ] }}' for n, t, dims in items)
 
     sizes = preferred_batch_sizes(k, config.max_batch)
     return f'''# Written by datamix from the split's manifest; the cloud part of a DataMix split.
@@ -123,18 +128,23 @@ def export_triton(config: TritonConfig) -> TritonResult:
     platform = PLATFORMS[config.backend.value]
     filename, input_name, output_name = MODEL_FILES[config.backend]
     up, down = manifest.split["uplink"], manifest.split["downlink"]
-    input_name, output_name = input_name or up["name"], output_name or down["name"]
+    codec, down_codec = spec_codec(up), spec_codec(down)
+    names = [input_name or up["name"]]
+    if codec.params:  # libtorch: the second forward argument; ONNX: the manifest's name for it
+        names.append("INPUT__1" if input_name else codec.params_name(up["name"]))
+    output_name = output_name or down["name"]
     name = manifest.model["name"]
     reference, program = _reference(parts)
     with StagedFolder(config.out, config.force) as staged:
         version = staged.staging / name / "1"
         version.mkdir(parents=True)
         path = version / filename
-        run = _write_model(config.backend, parts, program, path, input_name, output_name, up)
-        error = _verify(run, reference, parts, tuple(up["shape"][1:]), k)
+        run = _write_model(config.backend, parts, program, path, names, output_name, up, codec, down_codec)
+        error = _verify(run, _on_the_wire(reference, codec, down_codec), parts, tuple(up["shape"][1:]), k, codec)
         if not error <= ATOL:
             raise VerificationError(f"{path.name} differs from the PyTorch cloud part by {error:.3g} > {ATOL:g}")
-        inputs, outputs = [(input_name, up["shape"][1:])], [(output_name, down["shape"][1:])]
+        inputs = [(names[0], codec.datatype, up["shape"][1:])] + [(n, "FP32", [codec.params]) for n in names[1:]]
+        outputs = [(output_name, down_codec.datatype, down["shape"][1:])]
         (staged.staging / name / "config.pbtxt").write_text(config_pbtxt(name, platform, filename, inputs, outputs, k, config))
         record = {
             "source_manifest_sha256": sha256_file(Path(config.folder) / "manifest.json"),
@@ -143,14 +153,15 @@ def export_triton(config: TritonConfig) -> TritonResult:
             "model_file": f"1/{filename}",
             "sha256": sha256_file(path),
             "max_abs_error": error,
-            "inputs": [{"name": input_name, "manifest_name": up["name"], "dims": up["shape"][1:]}],
-            "outputs": [{"name": output_name, "manifest_name": down["name"], "dims": down["shape"][1:]}],
+            "inputs": [{"name": n, "datatype": t, "dims": list(d)} for n, t, d in inputs],
+            "outputs": [{"name": output_name, "manifest_name": down["name"], "datatype": down_codec.datatype, "dims": down["shape"][1:]}],
+            "codecs": {"uplink": codec.name, "downlink": down_codec.name, "decoded": "inside the served model, before the cloud part"},
             "k": k,
         }
         # Triton ignores files in a model folder other than config.pbtxt and version folders.
         (staged.staging / name / "datamix.json").write_text(json.dumps(record, indent=2) + "\n")
         out = staged.publish()
-    return TritonResult(out, name, platform, input_name, output_name, error, preferred_batch_sizes(k, config.max_batch), time.perf_counter() - started)
+    return TritonResult(out, name, platform, names[0], output_name, error, preferred_batch_sizes(k, config.max_batch), time.perf_counter() - started)
 
 
 def _reference(parts):
@@ -165,31 +176,61 @@ def _reference(parts):
     return parts.runner("cloud"), None
 
 
-def _write_model(backend, parts, program, path: Path, input_name: str, output_name: str, up: dict):
+def _write_model(backend, parts, program, path: Path, names: list[str], output_name: str, up: dict, codec, down_codec):
+    """The served model file. With a codec other than fp32 on either leg the file wraps the cloud part with the
+    decoding (and the downlink's cast), so a stock Triton serves the wire tensors as they are."""
     import shutil
 
     import torch
 
+    from datamix_cli.protocol.edge_modules import WireCloud, WireCloudInt8
     from exporters import get_exporter
 
+    wrapped = codec.name != "fp32" or down_codec.name != "fp32"
+    wrapper = WireCloudInt8 if codec.params else WireCloud
+    example = _encoded(codec, np.zeros((2 * parts.manifest.protocol["k"], *up["shape"][1:]), dtype=np.float32))
     if backend == TritonBackend.torchscript:
-        shutil.copyfile(parts.file("cloud", "torchscript"), path)
+        if not wrapped:
+            shutil.copyfile(parts.file("cloud", "torchscript"), path)
+        else:
+            cloud = torch.jit.load(str(parts.file("cloud", "torchscript")), map_location="cpu").eval()
+            torch.jit.script(wrapper(cloud, down_codec.name == "fp16").eval()).save(str(path))
         return get_exporter("torchscript").load(path)
     if program is None:
         raise ConfigError("this split has no cloud/cloud.pt2 (made before datamix wrote one): re-run `datamix split`, or use --backend torchscript")
     onnx = get_exporter("onnx")
     onnx.check_available()
-    example = torch.zeros(2 * parts.manifest.protocol["k"], *up["shape"][1:])
-    onnx.export(program, (example,), path, [input_name], output_name)
+    model = program
+    if wrapped:
+        batch = torch.export.Dim("batch", min=1, max=1 << 16)  # one batch dimension shared by payload and parameters
+        model = torch.export.export(wrapper(program.module(), down_codec.name == "fp16"), tuple(torch.from_numpy(a) for a in example),
+                                    dynamic_shapes=tuple({0: batch} for _ in example))
+    onnx.export(model, tuple(torch.from_numpy(a) for a in example), path, names, output_name)
     return onnx.load(path)
 
 
-def _verify(run, reference, parts, sample_shape: tuple, k: int) -> float:
-    """Max abs error on the split's test-vector mixtures and on random batches of 1 and 2k+1."""
+def _encoded(codec, x: np.ndarray) -> tuple:
+    """The arrays a request carries for float32 values ``x``."""
+    payload, params = encode(codec, x)
+    return (payload,) if params is None else (payload, params)
+
+
+def _on_the_wire(reference, codec, down_codec):
+    """The PyTorch cloud part behind the codecs: the request's arrays in, the downlink's values out (float32)."""
+
+    def run(*arrays):
+        out = reference(decode(codec, *arrays))
+        return decode(down_codec, *encode(down_codec, out))
+
+    return run
+
+
+def _verify(run, reference, parts, sample_shape: tuple, k: int, codec) -> float:
+    """Max abs error on the split's test-vector mixtures and on random batches of 1 and 2k+1, as the codec sends them."""
     from exporters.verify import max_abs_error
 
     mixtures = parts.test_vectors()["mixtures"]
     rng = np.random.default_rng(0)
     scale = float(np.abs(mixtures).max()) or 1.0
-    cases = [(mixtures,)] + [((scale * rng.standard_normal((b, *sample_shape))).astype(np.float32),) for b in (1, 2 * k + 1)]
-    return max_abs_error(run, reference, cases)
+    cases = [mixtures] + [(scale * rng.standard_normal((b, *sample_shape))).astype(np.float32) for b in (1, 2 * k + 1)]
+    return max_abs_error(lambda *a: np.asarray(run(*a), dtype=np.float32), reference, [_encoded(codec, c) for c in cases])
