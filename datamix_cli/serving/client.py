@@ -85,13 +85,14 @@ _CONNECTIONS = {False: _counting(http.client.HTTPConnection), True: _counting(ht
 class OipClient:
     """A minimal Open Inference Protocol client: one keep-alive connection, binary tensors both ways."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0):
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0, compress: bool = False):
         parsed = urllib.parse.urlparse(url if "://" in url else f"http://{url}")
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ServerError(f"server URL {url!r} must look like http://host:port")
         self.host, self.port, self.https = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80), parsed.scheme == "https"
         self.prefix = parsed.path.rstrip("/")
         self.timeout = timeout
+        self.compress = compress  # deflate inference request bodies (Content-Encoding, as Triton takes them)
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._conn = None
         self._metadata: dict[str, dict] = {}
@@ -132,6 +133,10 @@ class OipClient:
         """Send ``tensors`` ((name, datatype, array)) in binary; returns the first output (float32) and timings
         (upload_s, cloud_ms, the bytes on the wire)."""
         body, headers = encode_request(tensors, self.output_name(model))
+        if self.compress:
+            import zlib
+
+            body, headers = zlib.compress(body, 6), {**headers, "Content-Encoding": "deflate"}
         response, data, upload_s = self._request("POST", f"/v2/models/{model}/infer", body, headers)
         if response.status != 200:
             raise ServerError(f"inference returned {response.status}: {data[:300].decode(errors='replace')}")

@@ -34,6 +34,7 @@ class LoopbackConfig:
     samples: int = 200
     data: str | None = None
     groups_per_request: int = 1
+    compress: bool = False  # deflate request bodies
     startup_timeout: float = 60.0
 
 
@@ -161,7 +162,7 @@ def run_serve_local(config: LoopbackConfig) -> dict:
     x, y = np.asarray(held.x[: config.samples]), held.y[: config.samples]
     with ServerProcess(folder, free_port()) as server:
         server.wait_ready(config.startup_timeout)
-        oip = OipClient(server.url)
+        oip = OipClient(server.url, compress=config.compress)
         try:
             result = client.run(oip, x, config.groups_per_request)
         finally:
@@ -188,6 +189,7 @@ def run_serve_local(config: LoopbackConfig) -> dict:
         "wire_bytes_up_per_sample": result.wire_up / len(x),
         "wire_bytes_down_per_sample": result.wire_down / len(x),
         "groups_per_request": config.groups_per_request,
+        "compressed": config.compress,
         "latency_ms": {
             "edge_head_mix": _percentiles(client.times.head_mix),
             "uplink": _percentiles(client.times.uplink),

@@ -20,6 +20,32 @@ class RequestError(Exception):
         self.status = status
 
 
+CONTENT_ENCODINGS = {"deflate": 15, "gzip": 16 + 15}  # zlib window bits: zlib stream, gzip member
+
+
+def decompress_body(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """A request body after its Content-Encoding (deflate or gzip, as Triton takes them), inflated at most to
+    ``limit`` bytes: a body that would inflate further is refused (413) before it is, truncated or corrupt data is a
+    400, another encoding a 415."""
+    import zlib
+
+    if encoding is None or encoding.strip().lower() in ("", "identity"):
+        return body
+    wbits = CONTENT_ENCODINGS.get(encoding.strip().lower())
+    if wbits is None:
+        raise RequestError(415, f"Content-Encoding {encoding[:32]!r} is not supported; use {' or '.join(CONTENT_ENCODINGS)}")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise RequestError(400, f"request body is not valid {encoding.strip().lower()} data") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise RequestError(413, f"decompressed request body exceeds the limit of {limit} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise RequestError(400, f"request body is truncated or has trailing data after its {encoding.strip().lower()} stream")
+    return out
+
+
 def parse_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
     if header_length is not None:
         try:

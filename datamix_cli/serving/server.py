@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datamix_cli.serving.oip import HEADER_LENGTH, RequestError, encode_response, parse_body, parse_input, wants_binary
+from datamix_cli.serving.oip import (
+    HEADER_LENGTH, RequestError, decompress_body, encode_response, parse_body, parse_input, wants_binary,
+)
 from datamix_cli.serving.platforms import PLATFORMS
 from datamix_cli.protocol.codecs import CODECS, Codec, spec_codec
 from datamix_cli.protocol.mixing import PROTOCOL_VERSION
@@ -143,7 +145,7 @@ def build_app(model: CloudModel, token: str | None = None):
 
     async def infer(request: Request):
         check_model(request)
-        body = await _read_capped(request, model.max_body)
+        body = decompress_body(await _read_capped(request, model.max_body), request.headers.get("content-encoding"), model.max_body)
         parsed, binary = parse_body(body, request.headers.get(HEADER_LENGTH))
         array = parse_input(model, parsed, binary)
         binary_out = wants_binary(model, parsed)
