@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from datamix_cli.commands._model_options import MODEL_ARG, MODEL_KWARGS, TRUST_PICKLE, WEIGHTS, model_source
+from datamix_cli.options import UplinkCodec
 
 
 def profile(
@@ -21,6 +22,9 @@ def profile(
     k: int = typer.Option(4, "--k", help="Group size: inputs mixed together (2..64)."),
     head_cut: str = typer.Option(None, "--head-cut", help="Cut name to end the head at, instead of the budget's choice."),
     tail_cut: str = typer.Option(None, "--tail-cut", help="Cut name to start the tail at, instead of the one before the classifier."),
+    bottleneck: int = typer.Option(None, "--bottleneck", help="Cost a learned bottleneck of this many channels at the chosen head cut (as `split --bottleneck`)."),
+    bottleneck_stride: int = typer.Option(1, "--bottleneck-stride", help="Its spatial stride."),
+    uplink: UplinkCodec = typer.Option(UplinkCodec.fp32, "--uplink", help="Count the bottleneck's bytes in this codec: fp32, fp16 or int8.", case_sensitive=False),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table."),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG of per-layer FLOPs with the cuts and the budget."),
 ) -> None:
@@ -36,6 +40,8 @@ def profile(
         k=k,
         head_cut=head_cut,
         tail_cut=tail_cut,
+        bottleneck=_bottleneck_config(bottleneck, bottleneck_stride),
+        uplink=uplink.value,
     )
     report = run_profile(config)
     if plot is not None:
@@ -44,6 +50,14 @@ def profile(
         typer.echo(json.dumps(report_to_dict(report), indent=2))
     else:
         _print_table(report, plot)
+
+
+def _bottleneck_config(channels: int | None, stride: int):
+    if channels is None:
+        return None
+    from datamix_cli.protocol.bottleneck import BottleneckConfig
+
+    return BottleneckConfig(channels, stride)
 
 
 def _print_table(report, plot: Path | None) -> None:
@@ -102,5 +116,13 @@ def _print_table(report, plot: Path | None) -> None:
     if p.uncounted_ops:
         listed = ", ".join(f"{op}×{n}" for op, n in p.uncounted_ops.items())
         console.print(f"not counted (no FLOP formula): {listed}")
+    if report.bottleneck is not None:
+        b, f = report.bottleneck, report.bottleneck["flops"]
+        console.print(
+            f"with a bottleneck of {b['channels']} channels at stride {b['stride']} at {d.head_cut.name}: code {'×'.join(map(str, b['code_shape']))}, "
+            f"edge share {f['edge_fraction']:.1%} (encoder {f['bottleneck']['encoder']:,} FLOPs on the edge, decoder "
+            f"{f['bottleneck']['decoder']:,} in the cloud), uplink {b['uplink']['bytes_per_sample']:,} B per mixture ({b['uplink']['codec']}), "
+            f"{b['wire_bytes_per_input']:.0f} B per input on the wire (one group per request, HTTP included)"
+        )
     if plot is not None:
         console.print(f"plot written to {plot}")

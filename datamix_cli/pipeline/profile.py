@@ -20,6 +20,8 @@ class ProfileConfig:
     k: int = 4
     head_cut: str | None = None
     tail_cut: str | None = None
+    bottleneck: object = None  # a datamix_cli.protocol.bottleneck.BottleneckConfig to cost at the chosen head cut
+    uplink: str = "fp32"  # the codec its bytes are counted in
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class ProfileReport:
     budget: float
     # What a cloud-only app would send per input instead (raw uint8, PNG, JPEG q90 of --data's first samples).
     baselines: dict | None = None
+    # With --bottleneck: the code at the chosen cut, its FLOPs (encoder on the edge, decoder in the cloud) and bytes.
+    bottleneck: dict | None = None
 
 
 BASELINE_SAMPLES = 64
@@ -46,7 +50,25 @@ def run_profile(config: ProfileConfig) -> ProfileReport:
     shape = resolve_input_shape(traced, config.input_shape, config.data)
     profile = profile_model(traced, (1, *shape[1:]))
     decision = choose_split(profile, config.budget, config.k, config.head_cut, config.tail_cut)
-    return ProfileReport(profile, decision, config.budget, _baselines(config.data, tuple(shape[1:])))
+    bottleneck = _bottleneck(config, profile, decision) if config.bottleneck is not None and config.bottleneck.active else None
+    return ProfileReport(profile, decision, config.budget, _baselines(config.data, tuple(shape[1:])), bottleneck)
+
+
+def _bottleneck(config: ProfileConfig, profile, decision) -> dict:
+    """What a bottleneck at the chosen head cut costs and sends (the manifest's figures for the same split)."""
+    from datamix_cli.model.identity import model_name
+    from datamix_cli.pipeline.manifest_sections import flops_section
+    from datamix_cli.pipeline.uplink import wire_bytes_per_input
+    from datamix_cli.protocol.codecs import get_codec, wire_spec
+
+    cut = tuple(decision.head_cut.activation_shape)
+    code = config.bottleneck.code_shape(cut)
+    return {
+        **config.bottleneck.to_manifest(cut),
+        "flops": flops_section(profile, decision, config.bottleneck),
+        "uplink": wire_spec(get_codec(config.uplink), "mixtures", (-1, *code)),
+        "wire_bytes_per_input": wire_bytes_per_input(model_name(config.source.spec), config.uplink, code, config.k),
+    }
 
 
 def _baselines(data: str | None, sample_shape: tuple[int, ...]) -> dict | None:
@@ -129,6 +151,7 @@ def report_to_dict(report: ProfileReport) -> dict:
             "downlink_bytes_per_sample": d.tail_cut.activation_bytes,
         },
         "cloud_only_bytes_per_sample": report.baselines,
+        "bottleneck": report.bottleneck,
     }
 
 

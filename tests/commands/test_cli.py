@@ -137,3 +137,17 @@ def test_help_does_not_import_torch():
 def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "pip", "show", "datamix"], capture_output=True, text=True)
     assert "Name: datamix" in result.stdout
+
+
+def test_profile_costs_a_bottleneck_as_the_split_that_has_it(runner, codec_split):
+    from datamix_cli.artifacts.manifest import load_manifest
+
+    args = ["profile", f"{EXAMPLES_FILE}:small_cnn", *SHAPE, "--bottleneck", "4", "--bottleneck-stride", "2", "--uplink", "int8", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report, manifest = json.loads(result.output)["bottleneck"], load_manifest(codec_split)
+    assert report["flops"] == manifest.flops  # the encoder on the edge, the decoder in the cloud, mixing on the code
+    assert report["uplink"] == manifest.split["uplink"] and report["code_shape"] == [4, 8, 8]
+    assert report["wire_bytes_per_input"] > manifest.split["uplink"]["bytes_per_sample"]  # the request's headers
+    bad = runner.invoke(app, ["profile", f"{EXAMPLES_FILE}:small_cnn", *SHAPE, "--bottleneck", "0"])
+    assert bad.exit_code == 2 and "between 1 and the cut's 16 channels" in bad.output
