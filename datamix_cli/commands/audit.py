@@ -82,6 +82,17 @@ def _print(result: dict, report: Path | None) -> None:
     for reason in v["reasons"]:
         console.print(f"  - {reason}")
     console.print(result["caveat"])
+    cert = result.get("certificate")
+    if cert is not None:
+        if cert["status"] == "none":
+            console.print(f"certificate: none ({cert['reason']})")
+        else:
+            console.print(
+                f"certificate (Fisher information): no unbiased attacker gets below MSE {cert['mse_bound']['p5']:.3g} per input "
+                f"value on 95 % of the audited inputs (mean bound {cert['mse_bound']['mean']:.3g}), a PSNR ceiling of "
+                f"{cert['psnr_ceiling_db']['p95']:.1f} dB; the best attack above reached {cert.get('best_attack_psnr_db', float('nan')):.1f} dB. "
+                f"It {cert['caveat']}."
+            )
     if report is not None:
         console.print(f"picture written to {report}")
 

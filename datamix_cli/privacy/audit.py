@@ -48,6 +48,9 @@ class AuditReport(TypedDict, total=False):
     verdict: Verdict
     timing_s: dict[str, float]
     caveat: str
+    certificate: dict  # the Fisher-information bound on unbiased reconstruction (datamix_cli.privacy.certificate)
+
+
 CAVEAT = (
     "An empirical audit, not a guarantee: instance encodings such as DataMix cannot give indistinguishability "
     "(Carlini et al., 'Is Private Learning Possible with Instance Encoding?'); stronger attacks may recover more."
@@ -91,6 +94,18 @@ def build_scene(config: AuditConfig) -> Scene:
     return Scene(config.folder, config.data, config.samples, config.seed)
 
 
+def certificate(scene: Scene, best: dict) -> dict:
+    """The Fisher-information bound for the audited inputs, next to the best empirical reconstruction (PSNR)."""
+    from datamix_cli.privacy.certificate import certify
+
+    result = certify(scene)
+    psnr = (best.get("psnr_db") or {}).get("mean")
+    if result["status"] == "unbiased" and psnr is not None:
+        result["best_attack_psnr_db"] = psnr
+        result["best_attack_above_ceiling"] = bool(psnr > result["psnr_ceiling_db"]["max"])  # only a biased attack can
+    return result
+
+
 def audit_scene(scene: Scene, config: AuditConfig) -> AuditReport:
     """Run the chosen attacks on ``scene`` in registry order (tests replace what the cloud sees to build positive
     and negative controls)."""
@@ -121,6 +136,9 @@ def audit_scene(scene: Scene, config: AuditConfig) -> AuditReport:
         context.earlier[name] = outcome
     report["best"] = best_attacks(report)
     report["verdict"] = verdict(report, ATTACKS)
+    start = time.perf_counter()
+    report["certificate"] = certificate(scene, report["best"])
+    timing["certificate"] = time.perf_counter() - start
     report["timing_s"] = timing
     report["caveat"] = CAVEAT
     if config.report is not None:

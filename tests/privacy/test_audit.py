@@ -37,7 +37,8 @@ def test_audit_cli_finds_the_known_leak_of_a_shallow_dirichlet_split(small_split
         assert set(view["chance"]) == {"mean_public_image", "random_public_image", "best_of_4_public_images"} and view["paired_by_truth"] == 4
         assert view["chance"]["best_of_4_public_images"]["ssim"]["mean"] > view["chance"]["random_public_image"]["ssim"]["mean"]
     assert report["adaptive"]["reidentification"]["chance"] == 1 / 64
-    assert set(report["timing_s"]) == {"scene", *ATTACKS, "total"}
+    assert set(report["timing_s"]) == {"scene", *ATTACKS, "certificate", "total"}
+    assert report["certificate"]["status"] == "none"  # the split adds no noise: no bound
     assert report["label"]["unmixed_baseline"] > 0.8  # the attack works where nothing hides the features
     assert report["classifier"]["accuracy_on_inputs"] > 0.8 and report["inversion"]["unmixed_baseline"]["classifier_label"]["accuracy"] > 0.8
     # Post-ReLU features: non-negative separation recovers them from one group's mixtures.
