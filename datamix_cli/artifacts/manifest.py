@@ -40,6 +40,7 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
     created: str = ""
     extra: dict = field(default_factory=dict)
+    certificate: dict | None = None  # schema 2: the Fisher-information bound at split time (datamix_cli.privacy.certificate)
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -45,7 +45,8 @@ class SplitFacts:
     head_negative_share: float | None
 
 
-def build_manifest(config, facts: SplitFacts, artifacts: list[dict], files: list[dict], uplink_search: dict | None = None) -> Manifest:
+def build_manifest(config, facts: SplitFacts, artifacts: list[dict], files: list[dict], uplink_search: dict | None = None,
+                   certificate: dict | None = None) -> Manifest:
     return Manifest(
         datamix_version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -59,6 +60,7 @@ def build_manifest(config, facts: SplitFacts, artifacts: list[dict], files: list
         artifacts=artifacts,
         files=files,
         versions=versions_section(),
+        certificate=certificate,
     )
 
 

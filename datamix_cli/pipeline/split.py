@@ -112,7 +112,10 @@ def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitRe
         facts = SplitFacts(prepared.model, prepared.profile, decision, prepared.sample_shape, data.dataset.classes, data.num_classes,
                            len(data.dataset.y), len(data.held.y), trained.accuracy, trained.history, trained.seconds, trained.shipped_epoch, trained.stopped,
                            prepared.preprocessing, world.size, data.skipped, shares.get(decision.head_cut.name))
-        manifest = _export(config, exporters, parts, decoys, data.held, facts, staged.staging, search)
+        if config.mixing.noisy:
+            report("certifying: the Fisher-information bound on the held-out inputs")
+        certificate = _certificate(parts, data.held, config)
+        manifest = _export(config, exporters, parts, decoys, data.held, facts, staged.staging, search, certificate)
         out = staged.publish()
     return SplitResult(out, manifest, time.perf_counter() - started)
 
@@ -279,7 +282,31 @@ def _validation_split(train, config: SplitConfig, ranking: bool = False):
     return fit, (np.asarray(validation.x[:n]), validation.y[:n])
 
 
-def _export(config: SplitConfig, exporters: dict, parts, decoys, held, facts, folder: Path, search: dict | None = None):
+CERTIFIED_SAMPLES = 64
+
+
+def _certificate(parts, held, config: SplitConfig) -> dict | None:
+    """The Fisher-information bound (datamix_cli.privacy.certificate) on the first held-out inputs, whole groups of
+    k, mixed with the evaluation C; None with fewer than k held-out inputs."""
+    import torch
+
+    from datamix_cli.privacy.certificate import certify_inputs
+    from datamix_cli.protocol.mixing import coefficient_rng, draw_batch
+
+    k = config.mixing.k
+    n = min(CERTIFIED_SAMPLES, len(held.y))
+    n -= n % k
+    if n < k:
+        return None
+    x = np.ascontiguousarray(held.x[:n], dtype=np.float32)
+    head = parts.head.eval()
+    with torch.no_grad():
+        h = head(torch.from_numpy(x)).numpy()
+    return certify_inputs(head, x, h, draw_batch(coefficient_rng(config.eval_seed), config.mixing, n // k), config.mixing)
+
+
+def _export(config: SplitConfig, exporters: dict, parts, decoys, held, facts, folder: Path, search: dict | None = None,
+            certificate: dict | None = None):
     """Every artifact exported and verified (all failures raised at once), the side files, the manifest."""
     from exporters.verify import raise_on_failures
 
@@ -289,7 +316,7 @@ def _export(config: SplitConfig, exporters: dict, parts, decoys, held, facts, fo
     if not config.export.allow_mismatch:
         raise_on_failures(checks)
     files = write_side_files(folder, parts, decoys, held.x, config.mixing)
-    manifest = build_manifest(config, facts, artifacts, files, search)
+    manifest = build_manifest(config, facts, artifacts, files, search, certificate)
     (folder / "manifest.json").write_text(manifest.to_json())
     return manifest
 

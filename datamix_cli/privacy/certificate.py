@@ -54,20 +54,25 @@ def mse_bound(sigma: np.ndarray, column_norm_sq: np.ndarray, frobenius_sq: np.nd
 
 def certify(scene, probes: int = PROBES) -> dict:
     """The certificate for the audited inputs of ``scene`` with the C they were mixed with."""
+    return certify_inputs(scene.head_module(), scene.x, scene.h, scene.cs, scene.mixing, probes)
+
+
+def certify_inputs(head, x: np.ndarray, h: np.ndarray, cs: np.ndarray, mixing, probes: int = PROBES) -> dict:
+    """The certificate for inputs ``x`` (whole groups of k, in order) with head features ``h`` = head(x), mixed by
+    ``cs`` (G, k, k) under ``mixing``'s noise."""
     from datamix_cli.protocol.mixing import mix, noise_std
 
-    mixing, k = scene.mixing, scene.k
+    k = mixing.k
     if not mixing.noisy:
         return {"status": "none", "reason": "the protocol adds no noise: the Fisher information is unbounded and no unbiased bound exists",
                 "caveat": HONESTY}
-    head = scene.head_module()
-    estimate, stderr = jacobian_frobenius(head, scene.x, probes)
+    estimate, stderr = jacobian_frobenius(head, x, probes)
     upper = estimate + Z * stderr
-    groups = len(scene.cs)
-    clean = mix(scene.cs.astype(np.float64), scene.h.reshape(groups, k, -1).astype(np.float64)).reshape(scene.h.shape)
+    groups = len(cs)
+    clean = mix(cs.astype(np.float64), h.reshape(groups, k, -1).astype(np.float64)).reshape(h.shape)
     sigma = np.repeat(np.asarray(noise_std(mixing, clean), dtype=np.float64), k)  # the realised std of each group
-    column_norm_sq = (scene.cs**2).sum(1).reshape(-1)  # ‖c_i‖² for the i-th input of each group
-    d = int(np.prod(scene.x.shape[1:]))
+    column_norm_sq = (cs**2).sum(1).reshape(-1)  # ‖c_i‖² for the i-th input of each group
+    d = int(np.prod(x.shape[1:]))
     bound = mse_bound(sigma, column_norm_sq, upper, d)
     psnr = -10 * np.log10(np.maximum(bound, 1e-300))
     return {

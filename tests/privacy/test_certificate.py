@@ -86,3 +86,28 @@ def test_audit_reports_no_certificate_without_noise_and_one_with_it(small_split)
     assert first["status"] == "unbiased" and first["inputs"] == 16 and first["input_dimension"] == 1024
     assert second["mse_bound"]["mean"] == pytest.approx(4 * first["mse_bound"]["mean"], rel=1e-9)  # σ² (same probes)
     assert "unbiased attackers only" in first["caveat"]
+
+
+def test_split_records_the_certificate_the_audit_finds_on_its_artifacts(tmp_path, small_cnn_weights, small_split):
+    """The manifest's bound (the in-memory head at split time) against the audit's (the exported TorchScript head):
+    same inputs, same C (evaluation seed 0 = audit seed 0), same probes."""
+    from datamix_cli.artifacts.manifest import load_manifest
+    from datamix_cli.model.loading import ModelSource
+    from datamix_cli.pipeline.export import ExportConfig
+    from datamix_cli.pipeline.split import SplitConfig, run_split
+    from datamix_cli.privacy.certificate import certify
+    from datamix_cli.privacy.scene import Scene
+    from datamix_cli.protocol.mixing import MixingConfig
+    from datamix_cli.training.finetune import FinetuneConfig
+    from tests.helpers import EXAMPLES_FILE
+
+    assert load_manifest(small_split).certificate["status"] == "none"
+    out = tmp_path / "noisy"
+    run_split(SplitConfig(source=ModelSource(f"{EXAMPLES_FILE}:small_cnn", weights=small_cnn_weights), data="digits", out=out,
+                          input_shape=(1, 1, 32, 32), training=FinetuneConfig(epochs=0), mixing=MixingConfig(noise_relative=0.3),
+                          export=ExportConfig(formats=("onnx",))))
+    recorded = load_manifest(out).certificate
+    audited = certify(Scene(out, samples=64))
+    assert recorded["status"] == audited["status"] == "unbiased" and recorded["inputs"] == 64
+    assert recorded["mse_bound"]["mean"] == pytest.approx(audited["mse_bound"]["mean"], rel=1e-3)
+    assert recorded["sigma"]["data_dependent"]
