@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _results import record  # noqa: E402
+from bench_split import median_ms  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "examples/checkpoints/resnet_digits.pt"
@@ -44,17 +44,6 @@ def split(out: Path, extra: list[str], seed: str | None) -> tuple[float, dict]:
 def serve_local(folder: Path) -> dict:
     result = subprocess.run([DATAMIX, "serve-local", str(folder), "--samples", "359", "--json"], cwd=ROOT, check=True, capture_output=True, text=True)
     return json.loads(result.stdout)
-
-
-def median_ms(run, inputs, repeat: int) -> float:
-    for _ in range(10):
-        run(*inputs)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run(*inputs)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def mixing_share(folder: Path, repeat: int) -> tuple[float, float, float]:

@@ -129,13 +129,10 @@ def simulate(codec: Codec, x):
     return x + (decoded - x.detach())
 
 
-NUMPY_NAMES = {"fp32": "float32", "fp16": "float16", "int8": "uint8"}
-
-
 def wire_spec(codec: Codec, name: str, shape) -> dict:
     """The manifest's description of a tensor on the wire: shape, payload dtype, codec, bytes per sample."""
     values = int(np.prod([int(d) for d in shape[1:]], dtype=np.int64))
-    spec = {"name": name, "shape": [int(d) for d in shape], "dtype": NUMPY_NAMES[codec.name], "codec": codec.name,
+    spec = {"name": name, "shape": [int(d) for d in shape], "dtype": np.dtype(codec.dtype).name, "codec": codec.name,
             "values_per_sample": values, "bytes_per_sample": codec.bytes_per_sample(values)}
     if codec.params:
         spec["params"] = {"name": codec.params_name(name), "shape": [-1, codec.params], "dtype": "float32"}

@@ -5,6 +5,7 @@ shape and values checked, NaN/Inf refused, nothing unpickled); the client half i
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 
@@ -84,7 +85,7 @@ def flatten_numbers(data, expected: int, datatype: str = "FP32") -> np.ndarray:
         if isinstance(item, list):
             stack.extend(reversed(item))
         elif isinstance(item, int) and not isinstance(item, bool) or isinstance(item, float) and not integers:
-            if isinstance(item, float) and item != item or item in (float("inf"), float("-inf")):
+            if isinstance(item, float) and not math.isfinite(item):
                 raise RequestError(400, "input data contains NaN or Inf")
             if not lo <= item <= hi:
                 raise RequestError(400, f"input data holds {str(item)[:24]}, outside {datatype}'s range")

@@ -211,8 +211,7 @@ class _Run:
         # and the best epoch (not the last) is what ships.
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
         loader = make_loader(x, y, batches, config, device)
-        scale = _feature_scale(frozen, x, device) if config.feature_match else None
-        cut_scale = _cut_scale(frozen, x, device) if config.feature_match and hasattr(parts.head, "encoder") else None
+        scale, cut_scale = _feature_scales(frozen, x, device, hasattr(parts.head, "encoder")) if config.feature_match else (None, None)
         adversary = Adversary(parts, x, mixing.k, device, config.seed) if config.adversarial else None
         return cls(config, mixing, world, joint, model, frozen, optimizer, schedule, batches, loader, scale, cut_scale, adversary, rng,
                    generator, device, home, total)
@@ -333,17 +332,13 @@ def frozen_copy(parts):
 
 
 @torch.no_grad()
-def _cut_scale(frozen, x, device, n: int = 512) -> torch.Tensor:
-    """Variance of the original cut's features on the first ``n`` training samples."""
+def _feature_scales(frozen, x, device, at_cut: bool, n: int = 512) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Feature matching's units, on the first ``n`` training samples: the variance of the original cloud outputs,
+    and (``at_cut``: with a bottleneck) of the original cut's features."""
     sample = torch.from_numpy(np.ascontiguousarray(x[: min(n, len(x))], dtype=np.float32)).to(device)
-    return frozen.head(sample).float().var().clamp_min(1e-12)
-
-
-@torch.no_grad()
-def _feature_scale(frozen, x, device, n: int = 512) -> torch.Tensor:
-    """Variance of the original cloud outputs on the first ``n`` training samples: feature matching's unit."""
-    sample = torch.from_numpy(np.ascontiguousarray(x[: min(n, len(x))], dtype=np.float32)).to(device)
-    return frozen.cloud(frozen.head(sample)).float().var().clamp_min(1e-12)
+    cut = frozen.head(sample).float()
+    scale = frozen.cloud(cut).float().var().clamp_min(1e-12)
+    return scale, cut.var().clamp_min(1e-12) if at_cut else None
 
 
 def _check_divergence(value: float, first_loss: float | None, step: int, total: int, lr: float) -> float:

@@ -63,12 +63,17 @@ def test_triton_export_bad_options_fail_before_writing(small_split, tmp_path, ar
     assert not (tmp_path / "repo").exists()
 
 
-@pytest.fixture(scope="module")
-def triton_servers(repositories):
+def require_triton() -> None:
+    """Skip (saying so in the output) where this machine has no Triton server."""
     reason = unavailable_reason()
     if reason:
         print(f"SKIPPED Triton tests: {reason}")
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def triton_servers(repositories):
+    require_triton()
     from datamix_cli.serving.loopback import free_port
 
     servers = {}
@@ -196,10 +201,7 @@ def test_kserve_refuses_a_folder_that_is_not_a_repository(small_split, tmp_path)
 @pytest.fixture(scope="module")
 def codec_triton(codec_split, tmp_path_factory):
     """Real Triton serving the int8/fp16 split, one server per backend, from repositories the CLI wrote."""
-    reason = unavailable_reason()
-    if reason:
-        print(f"SKIPPED Triton tests: {reason}")
-        pytest.skip(reason)
+    require_triton()
     from datamix_cli.serving.loopback import free_port
 
     servers = {}
