@@ -41,6 +41,7 @@ class Manifest:
     created: str = ""
     extra: dict = field(default_factory=dict)
     certificate: dict | None = None  # schema 2: the Fisher-information bound at split time (datamix_cli.privacy.certificate)
+    privacy: dict | None = None  # schema 2: the noise mechanism, its clipping and calibration (datamix_cli.pipeline.privacy)
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -84,17 +84,35 @@ def _print(result: dict, report: Path | None) -> None:
     console.print(result["caveat"])
     cert = result.get("certificate")
     if cert is not None:
-        if cert["status"] == "none":
-            console.print(f"certificate: none ({cert['reason']})")
-        else:
-            console.print(
-                f"certificate (Fisher information): no unbiased attacker gets below MSE {cert['mse_bound']['p5']:.3g} per input "
-                f"value on 95 % of the audited inputs (mean bound {cert['mse_bound']['mean']:.3g}), a PSNR ceiling of "
-                f"{cert['psnr_ceiling_db']['p95']:.1f} dB; the best attack above reached {cert.get('best_attack_psnr_db', float('nan')):.1f} dB. "
-                f"It {cert['caveat']}."
-            )
+        _print_certificate(console, cert)
     if report is not None:
         console.print(f"picture written to {report}")
+
+
+def _print_certificate(console, cert: dict) -> None:
+    if cert["status"] == "none":
+        console.print(f"certificate: none ({cert['reason']})")
+        return
+    best = cert.get("best_attack_psnr_db")
+    beaten = " (it beats the unbiased bound: it uses a prior)" if cert.get("best_attack_above_ceiling") else ""
+    console.print(
+        f"certificate (Fisher information): no unbiased attacker gets below MSE {cert['mse_bound']['p5']:.3g} per input "
+        f"value on 95 % of the audited inputs (mean bound {cert['mse_bound']['mean']:.3g}), a PSNR ceiling of "
+        f"{cert['psnr_ceiling_db']['p95']:.1f} dB" + (f"; the best attack above reached {best:.1f} dB{beaten}" if best is not None else "")
+        + f". It {cert['caveat']}."
+    )
+    if "target_mse" in cert:
+        console.print(f"calibrated to MSE {cert['target_mse']['target']:.3g}: met by {cert['target_mse']['share_met']:.0%} of the audited inputs")
+    gdp = cert.get("gdp")
+    if gdp is None:
+        return
+    if "meaning" in gdp:
+        console.print(f"clipped Gaussian mechanism: mu = {gdp['mu']:.3g} per input: {gdp['meaning']}")
+        return
+    console.print(f"clipped Gaussian mechanism: {gdp['mu']:.3g}-GDP per input (epsilon {gdp['epsilon']:.3g} at delta {gdp['delta']:g}), "
+                  f"{gdp['composition']}; any attacker, whatever its prior:")
+    for name, a in gdp.get("attacks", {}).items():
+        console.print(f"  {name}: measured {a['rate']:.1%} ({a['attack']}) against a bound of {a['bound']:.1%} (chance {a['prior']:.1%})")
 
 
 def _seconds(timing: dict, name: str) -> str:

@@ -13,9 +13,9 @@ from datamix_cli.options import (
 )
 
 # Help panels, in the order `datamix split --help` shows them.
-MODEL, DATA, SPLIT, WIRE, PROTOCOL, TRAINING, PREPROCESSING, EXPORT, OUTPUT = (
-    "Model", "Data", "Where to split", "What is sent (bytes on the wire)", "Mixing protocol (defaults from --preset)", "Fine-tuning",
-    "Preprocessing", "Export and verification", "Output",
+MODEL, DATA, SPLIT, WIRE, PROTOCOL, GUARANTEE, TRAINING, PREPROCESSING, EXPORT, OUTPUT = (
+    "Model", "Data", "Where to split", "What is sent (bytes on the wire)", "Mixing protocol (defaults from --preset)",
+    "Privacy guarantee (noise calibrated to a bound)", "Fine-tuning", "Preprocessing", "Export and verification", "Output",
 )
 
 
@@ -48,6 +48,9 @@ def split(
     noise_relative: float = typer.Option(None, "--noise-relative", help="Std of Gaussian noise in units of each group's mixture RMS (trained with; fine-tuning cannot outgrow it). Default 0.", rich_help_panel=PROTOCOL),
     shuffle: bool = typer.Option(None, "--shuffle/--no-shuffle", help="Shuffle mixtures across groups before sending. Default off.", rich_help_panel=PROTOCOL),
     adversarial: float = typer.Option(None, "--adversarial", help="Weight of adversarial privacy fine-tuning: raise the error of a decoder trained alongside on the mixtures. Default 0 (off).", rich_help_panel=PROTOCOL),
+    target_mse: float = typer.Option(None, "--target-mse", help="Calibrate the noise so that no unbiased attacker reconstructs below this MSE per input value (Fisher-information bound, [0, 1] pixels) on 95 % of inputs; the head is then frozen while fine-tuning.", rich_help_panel=GUARANTEE),
+    target_mu: float = typer.Option(None, "--target-mu", help="Clip each input's features inside the head and calibrate the noise to mu-GDP per input and query (bounds label inference and re-identification for any attacker).", rich_help_panel=GUARANTEE),
+    clip_norm: float = typer.Option(None, "--clip-norm", help="L2 norm the features are clipped to (default with --target-mu: their median norm on the training data).", rich_help_panel=GUARANTEE),
     epochs: int = typer.Option(12, "--epochs", help="Most mixing-aware fine-tuning epochs (training stops earlier once the validation accuracy stops improving, see --patience).", rich_help_panel=TRAINING),
     validation: float = typer.Option(0.1, "--validation", help="Share of the fine-tuning data held out to pick the epoch that ships (never the evaluation holdout); 0: the last epoch ships.", rich_help_panel=TRAINING),
     patience: int = typer.Option(3, "--patience", help="Stop after this many epochs without a better validation score (0: run all --epochs).", rich_help_panel=TRAINING),
@@ -77,7 +80,9 @@ def split(
     """Split a model for DataMix: fine-tune it mixing-aware and export edge (ONNX, TFLite) and cloud (TorchScript) parts."""
     from datamix_cli.data.preprocessing import PreprocessingOptions
     from datamix_cli.options import parse_list, parse_shape
+    from datamix_cli.errors import ConfigError
     from datamix_cli.pipeline.export import ExportConfig
+    from datamix_cli.pipeline.privacy import PrivacyTarget
     from datamix_cli.pipeline.split import SplitConfig, run_split
     from datamix_cli.protocol.bottleneck import BottleneckConfig
     from datamix_cli.protocol.mixing import MixingConfig
@@ -86,6 +91,12 @@ def split(
     from datamix_cli.training.finetune import FinetuneConfig
 
     value = lambda option: None if option is None else option.value  # noqa: E731
+    target = PrivacyTarget(target_mse, target_mu, clip_norm)
+    if target.active:  # the targets set the noise: a preset's relative noise gives way, an explicit one is a conflict
+        given = [name for name, option in (("--noise", noise), ("--noise-relative", noise_relative)) if option]
+        if given and (target_mse is not None or target_mu is not None):
+            raise ConfigError(f"{' and '.join(given)} conflict with --target-mse/--target-mu, which set the noise themselves")
+        noise_relative = 0.0 if noise_relative is None else noise_relative
     o = resolve(preset.value, {"k": k, "mixing": value(mixing), "alpha": alpha, "kappa_max": kappa_max, "noise": noise,
                                "noise_relative": noise_relative, "shuffle": shuffle, "cut_features": value(cut_features), "adversarial": adversarial})
     config = SplitConfig(
@@ -101,6 +112,7 @@ def split(
                             distribution=o["mixing"], noise_relative=o["noise_relative"], uplink=uplink.value, downlink=downlink.value),
         bottleneck=BottleneckConfig(bottleneck, bottleneck_stride),
         max_uplink_bytes=max_uplink_bytes,
+        privacy=target,
         training=FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, distill=distill, feature_match=feature_match,
                                 adversarial=o["adversarial"], seed=seed, device=resolve_device(device), bf16=bf16, workers=workers,
                                 validation=validation, patience=patience),

@@ -46,7 +46,7 @@ class SplitFacts:
 
 
 def build_manifest(config, facts: SplitFacts, artifacts: list[dict], files: list[dict], uplink_search: dict | None = None,
-                   certificate: dict | None = None) -> Manifest:
+                   certificate: dict | None = None, privacy: dict | None = None) -> Manifest:
     return Manifest(
         datamix_version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -61,6 +61,7 @@ def build_manifest(config, facts: SplitFacts, artifacts: list[dict], files: list
         files=files,
         versions=versions_section(),
         certificate=certificate,
+        privacy=privacy,
     )
 
 
@@ -153,6 +154,7 @@ def training_section(config, facts: SplitFacts) -> dict:
         "history": facts.history,
         "validation": training.validation,
         "patience": training.patience,
+        "freeze_head": training.freeze_head,
         "shipped_epoch": facts.shipped_epoch,
         "stopped": facts.stopped,
         "batchnorm": BATCHNORM_NOTE,

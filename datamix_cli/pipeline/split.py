@@ -17,6 +17,8 @@ from datamix_cli.data.preprocessing import PreprocessingOptions
 from datamix_cli.options import CutFeatures
 from datamix_cli.pipeline.export import REFERENCE_FORMAT, ExportConfig, export_all, write_side_files
 from datamix_cli.pipeline.manifest_sections import SplitFacts, build_manifest
+from datamix_cli.pipeline.privacy import PrivacyTarget
+from datamix_cli.pipeline.privacy import certificate as privacy_certificate
 from datamix_cli.protocol.bottleneck import BottleneckConfig
 from datamix_cli.protocol.mixing import MixingConfig
 from datamix_cli.training.finetune import FinetuneConfig
@@ -49,6 +51,7 @@ class SplitConfig:
     preset: str = "default"  # the --preset the options came from (recorded; datamix_cli.protocol.presets resolves it)
     bottleneck: BottleneckConfig = field(default_factory=BottleneckConfig)  # a learned code at the head cut: what is sent
     max_uplink_bytes: int | None = None  # search cut × bottleneck × codec for the best accuracy within it (pipeline/uplink.py)
+    privacy: PrivacyTarget = field(default_factory=PrivacyTarget)  # clipping and noise calibrated to a target (pipeline/privacy.py)
 
 
 CUT_FEATURES = tuple(c.value for c in CutFeatures)
@@ -105,7 +108,7 @@ def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitRe
         parts = partition(prepared.traced, decision.head_cut, decision.tail_cut)
         decoys = _decoys(data.train, config)
         _report_plan(config, decision, prepared.preprocessing, report)
-        trained, parts = _finetune(config, prepared, data, parts, tuple(decision.head_cut.activation_shape), decoys, world, on_step, report)
+        trained, parts, config, privacy = _finetune(config, prepared, data, parts, tuple(decision.head_cut.activation_shape), decoys, world, on_step, report)
         if not world.is_main:
             return None
         report("exporting and verifying artifacts")
@@ -114,8 +117,8 @@ def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitRe
                            prepared.preprocessing, world.size, data.skipped, shares.get(decision.head_cut.name))
         if config.mixing.noisy:
             report("certifying: the Fisher-information bound on the held-out inputs")
-        certificate = _certificate(parts, data.held, config)
-        manifest = _export(config, exporters, parts, decoys, data.held, facts, staged.staging, search, certificate)
+        certificate = privacy_certificate(parts, data.held, config.mixing, config.eval_seed, privacy)
+        manifest = _export(config, exporters, parts, decoys, data.held, facts, staged.staging, search, certificate, privacy)
         out = staged.publish()
     return SplitResult(out, manifest, time.perf_counter() - started)
 
@@ -155,6 +158,7 @@ def _check(config: SplitConfig) -> dict:
     from exporters import get_exporter, registered_names
 
     config.training.validate(config.mixing.k)
+    config.privacy.check(config.mixing)
     if config.max_uplink_bytes is not None:
         from datamix_cli.training import distributed
 
@@ -239,8 +243,10 @@ def _report_plan(config: SplitConfig, decision, preprocessing, report: Reporter)
 
 
 def _finetune(config: SplitConfig, prepared: _Prepared, data: _Data, parts, cut_shape, decoys, world, on_step, report: Reporter):
-    """Accuracy before, the bottleneck put in, mixing-aware fine-tuning, accuracy after: (trained, the parts that
-    ship); trained is None on ranks other than 0."""
+    """Accuracy before, the bottleneck and the privacy mechanism put in, mixing-aware fine-tuning, accuracy after:
+    (trained, the parts that ship, the configuration with the calibrated noise, the manifest's privacy section);
+    trained is None on ranks other than 0."""
+    from datamix_cli.pipeline.privacy import apply, section
     from datamix_cli.protocol.bottleneck import PCA_SAMPLES, insert
     from datamix_cli.training.evaluation import accuracy, on_device, predict_mixed
     from datamix_cli.training.finetune import finetune, frozen_copy
@@ -250,12 +256,19 @@ def _finetune(config: SplitConfig, prepared: _Prepared, data: _Data, parts, cut_
     with on_device(parts, prepared.original, device):
         acc = _accuracy_before_finetuning(prepared.original, parts, held, decoys, config)
         _refuse_near_chance(acc["original"], held.y, config)
+    if config.bottleneck.active or config.privacy.clips:
+        teacher = frozen_copy(parts)  # the targets of feature matching: the split without the bottleneck or the clipping
     if config.bottleneck.active:
-        teacher = frozen_copy(parts)  # the targets of feature matching: the split without the bottleneck
         parts, kept = insert(parts, config.bottleneck, cut_shape, np.asarray(data.train.x[:PCA_SAMPLES]))
         report(f"bottleneck: {config.bottleneck.channels} channels, stride {config.bottleneck.stride}; its PCA start keeps {kept:.1%} of the cut's variance")
+    privacy = section(config.mixing, None)
+    if config.privacy.active:
+        mixing, training, parts, privacy = apply(config.privacy, config.mixing, config.training, parts, np.asarray(data.train.x), report)
+        config = replace(config, mixing=mixing, training=training)
     with on_device(parts, prepared.original, device):  # back on the CPU before anything is exported
-        if teacher is not None:
+        if config.privacy.active and not config.bottleneck.active:  # naive mixing under the noise that ships
+            acc["naive_mixing"] = accuracy(predict_mixed(parts, held.x, decoys, config.mixing, config.eval_seed, device=device), held.y)
+        if config.bottleneck.active:
             acc["bottleneck_before_finetuning"] = accuracy(predict_mixed(parts, held.x, decoys, config.mixing, config.eval_seed, device=device), held.y)
         report(f"fine-tuning mixing-aware on {len(data.train.y)} samples" + (f" on {world.size} processes" if world.distributed else ""))
         fit, validation = _validation_split(data.train, config)
@@ -263,10 +276,10 @@ def _finetune(config: SplitConfig, prepared: _Prepared, data: _Data, parts, cut_
         done = finetune(parts, fit.x, fit.y, config.mixing, config.training, on_step, world, validation, teacher)
         seconds = time.perf_counter() - started
         if not world.is_main:
-            return None, parts
+            return None, parts, config, privacy
         acc["mixing_aware"] = accuracy(predict_mixed(parts, held.x, decoys, config.mixing, config.eval_seed, device=device), held.y)
     report(f"fine-tuning: {done.stopped}")
-    return _Trained(acc, done.history, seconds, done.shipped_epoch, done.stopped), parts
+    return _Trained(acc, done.history, seconds, done.shipped_epoch, done.stopped), parts, config, privacy
 
 
 def _validation_split(train, config: SplitConfig, ranking: bool = False):
@@ -282,31 +295,8 @@ def _validation_split(train, config: SplitConfig, ranking: bool = False):
     return fit, (np.asarray(validation.x[:n]), validation.y[:n])
 
 
-CERTIFIED_SAMPLES = 64
-
-
-def _certificate(parts, held, config: SplitConfig) -> dict | None:
-    """The Fisher-information bound (datamix_cli.privacy.certificate) on the first held-out inputs, whole groups of
-    k, mixed with the evaluation C; None with fewer than k held-out inputs."""
-    import torch
-
-    from datamix_cli.privacy.certificate import certify_inputs
-    from datamix_cli.protocol.mixing import coefficient_rng, draw_batch
-
-    k = config.mixing.k
-    n = min(CERTIFIED_SAMPLES, len(held.y))
-    n -= n % k
-    if n < k:
-        return None
-    x = np.ascontiguousarray(held.x[:n], dtype=np.float32)
-    head = parts.head.eval()
-    with torch.no_grad():
-        h = head(torch.from_numpy(x)).numpy()
-    return certify_inputs(head, x, h, draw_batch(coefficient_rng(config.eval_seed), config.mixing, n // k), config.mixing)
-
-
 def _export(config: SplitConfig, exporters: dict, parts, decoys, held, facts, folder: Path, search: dict | None = None,
-            certificate: dict | None = None):
+            certificate: dict | None = None, privacy: dict | None = None):
     """Every artifact exported and verified (all failures raised at once), the side files, the manifest."""
     from exporters.verify import raise_on_failures
 
@@ -316,7 +306,7 @@ def _export(config: SplitConfig, exporters: dict, parts, decoys, held, facts, fo
     if not config.export.allow_mismatch:
         raise_on_failures(checks)
     files = write_side_files(folder, parts, decoys, held.x, config.mixing)
-    manifest = build_manifest(config, facts, artifacts, files, search, certificate)
+    manifest = build_manifest(config, facts, artifacts, files, search, certificate, privacy)
     (folder / "manifest.json").write_text(manifest.to_json())
     return manifest
 

@@ -95,14 +95,26 @@ def build_scene(config: AuditConfig) -> Scene:
 
 
 def certificate(scene: Scene, best: dict) -> dict:
-    """The Fisher-information bound for the audited inputs, next to the best empirical reconstruction (PSNR)."""
+    """The Fisher-information bound for the audited inputs next to the best empirical reconstruction (PSNR), and
+    with clipping the μ-GDP bounds on label inference and re-identification next to the best attacks' rates."""
     from datamix_cli.privacy.certificate import certify
+    from datamix_cli.privacy.gdp import success_bound
 
     result = certify(scene)
     psnr = (best.get("psnr_db") or {}).get("mean")
     if result["status"] == "unbiased" and psnr is not None:
         result["best_attack_psnr_db"] = psnr
-        result["best_attack_above_ceiling"] = bool(psnr > result["psnr_ceiling_db"]["max"])  # only a biased attack can
+        # Only an attack with a prior (biased) can beat the bound: shown as such, it is not an error.
+        result["best_attack_above_ceiling"] = bool(psnr > result["psnr_ceiling_db"]["max"])
+    gdp = result.get("gdp")
+    if gdp is not None and "epsilon" in gdp:
+        # Each attack's success against Φ(Φ⁻¹(κ) + μ), κ its own chance rate on the same samples.
+        for name in ("label_accuracy", "classifier_label", "reidentification"):
+            attack = best.get(name)
+            if attack is not None:
+                gdp.setdefault("attacks", {})[name] = {"attack": attack["attack"], "rate": attack.get("mean", attack.get("accuracy")),
+                                                       "prior": attack["chance"], "bound": success_bound(attack["chance"], gdp["mu"]),
+                                                       "samples": len(scene.y)}
     return result
 
 

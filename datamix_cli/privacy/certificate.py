@@ -54,12 +54,17 @@ def mse_bound(sigma: np.ndarray, column_norm_sq: np.ndarray, frobenius_sq: np.nd
 
 def certify(scene, probes: int = PROBES) -> dict:
     """The certificate for the audited inputs of ``scene`` with the C they were mixed with."""
-    return certify_inputs(scene.head_module(), scene.x, scene.h, scene.cs, scene.mixing, probes)
+    privacy = scene.manifest.privacy
+    return certify_inputs(scene.head_module(), scene.x, scene.h, scene.cs, scene.mixing, probes, (privacy or {}).get("clip_norm"),
+                          calibrated_target(privacy))
 
 
-def certify_inputs(head, x: np.ndarray, h: np.ndarray, cs: np.ndarray, mixing, probes: int = PROBES) -> dict:
+def certify_inputs(head, x: np.ndarray, h: np.ndarray, cs: np.ndarray, mixing, probes: int = PROBES,
+                   clip_norm: float | None = None, target_mse: float | None = None) -> dict:
     """The certificate for inputs ``x`` (whole groups of k, in order) with head features ``h`` = head(x), mixed by
-    ``cs`` (G, k, k) under ``mixing``'s noise."""
+    ``cs`` (G, k, k) under ``mixing``'s noise; with ``clip_norm`` (the head clips to it) also μ-GDP
+    (datamix_cli.privacy.gdp), for the worst C the protocol can draw and for the C these inputs were mixed with; with
+    ``target_mse`` (what the noise was calibrated to) the share of these inputs whose bound reaches it."""
     from datamix_cli.protocol.mixing import mix, noise_std
 
     k = mixing.k
@@ -75,7 +80,7 @@ def certify_inputs(head, x: np.ndarray, h: np.ndarray, cs: np.ndarray, mixing, p
     d = int(np.prod(x.shape[1:]))
     bound = mse_bound(sigma, column_norm_sq, upper, d)
     psnr = -10 * np.log10(np.maximum(bound, 1e-300))
-    return {
+    result = {
         "status": "unbiased",
         "mse_bound": {"mean": float(bound.mean()), "p5": float(np.percentile(bound, 5)), "min": float(bound.min())},
         "psnr_ceiling_db": {"p95": float(np.percentile(psnr, 95)), "max": float(psnr.max())},
@@ -87,3 +92,25 @@ def certify_inputs(head, x: np.ndarray, h: np.ndarray, cs: np.ndarray, mixing, p
         "assumes": "the cloud knows C and the other inputs of each group; quantization ignored (it cannot add information)",
         "caveat": HONESTY,
     }
+    if target_mse is not None:
+        result["target_mse"] = {"target": target_mse, "share_met": float((bound >= target_mse).mean())}
+    if clip_norm is not None and not mixing.noise_relative:
+        result["gdp"] = clipped_gaussian(clip_norm, float(mixing.noise_sigma), mixing, np.sqrt(column_norm_sq))
+    return result
+
+
+def clipped_gaussian(clip_norm: float, sigma: float, mixing, column_norms: np.ndarray) -> dict:
+    """μ of the clipped Gaussian mechanism for the worst C the protocol can draw (what is guaranteed), with the
+    realised μ of these inputs' C beside it."""
+    from datamix_cli.privacy.gdp import guarantee, mu
+    from datamix_cli.protocol.clipping import column_norm_max
+
+    worst = mu(clip_norm, column_norm_max(mixing), sigma)
+    return {**guarantee(worst), "clip_norm": clip_norm, "sigma": sigma,
+            "mu_realised": {"mean": float(np.mean([mu(clip_norm, c, sigma) for c in column_norms])),
+                            "max": float(max(mu(clip_norm, c, sigma) for c in column_norms))}}
+
+
+def calibrated_target(privacy: dict | None) -> float | None:
+    """The MSE a manifest's ``privacy`` section says the noise was calibrated to, if any."""
+    return ((privacy or {}).get("calibration") or {}).get("target_mse")

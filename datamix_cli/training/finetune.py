@@ -55,6 +55,9 @@ class FinetuneConfig:
     # epoch that ships, and the epochs without improvement after which training stops (0: never stop early).
     validation: float = 0.1
     patience: int = 3
+    # Train the cloud part and the tail only: the head (and its BatchNorm statistics) stay as given, e.g. because
+    # the noise was calibrated to its Jacobian (datamix_cli.privacy.calibration).
+    freeze_head: bool = False
 
     def validate(self, k: int) -> None:
         if self.epochs < 0:
@@ -77,9 +80,13 @@ class FinetuneConfig:
             raise ConfigError(f"--workers must be >= 0, got {self.workers}")
 
 
-def _set_train(parts, mode: bool) -> None:
+def _set_train(parts, mode: bool, freeze_head: bool = False) -> None:
     for part in (parts.head, parts.cloud, parts.tail):
-        part.train(mode)
+        part.train(mode and not (freeze_head and part is parts.head))
+
+
+def _trained_parts(parts, config: FinetuneConfig) -> tuple:
+    return (parts.cloud, parts.tail) if config.freeze_head else (parts.head, parts.cloud, parts.tail)
 
 
 @dataclass(frozen=True)
@@ -122,12 +129,12 @@ def finetune(
     run = _Run.start(parts, x, y, mixing, config, world, teacher)
     selection = Selection(config.patience)
     history, epoch = [], 0
-    _set_train(parts, True)
+    _set_train(parts, True, config.freeze_head)
     try:
         for epoch in range(1, config.epochs + 1):
             record = {"epoch": epoch, **run.epoch(epoch - 1, on_step)}
             if validation is not None:
-                accuracy, loss = _validate(parts, validation, mixing, run.device)
+                accuracy, loss = _validate(parts, validation, mixing, run.device, config.freeze_head)
                 record.update(validation_accuracy=accuracy, validation_loss=loss)
                 selection.update(epoch, accuracy, loss, run.snapshot)
             history.append(record)
@@ -136,7 +143,7 @@ def finetune(
         if validation is not None and selection.state is not None:
             run.joint.load_state_dict(selection.state)
         if config.epochs:
-            _recalibrate_batchnorm(run.joint, run.loader, run.rng, mixing, run.device, run.generator, config.bf16)
+            _recalibrate_batchnorm(run.joint, run.loader, run.rng, mixing, run.device, run.generator, config.bf16, config.freeze_head)
     finally:
         _set_train(parts, False)
         move(run.home, run.joint)  # back where the caller had them
@@ -145,14 +152,14 @@ def finetune(
     return Finetuned(history, selection.best_epoch, selection.reason(epoch, config.epochs) if epoch else "not fine-tuned (--epochs 0)")
 
 
-def _validate(parts, validation: tuple, mixing: MixingConfig, device) -> tuple[float, float]:
+def _validate(parts, validation: tuple, mixing: MixingConfig, device, freeze_head: bool = False) -> tuple[float, float]:
     """Validation accuracy and loss under the protocol, in eval mode, with the same C every epoch."""
     x, y = validation
     _set_train(parts, False)
     try:
         logits = predict_mixed(parts, x, x[:0], mixing, VALIDATION_SEED, device=str(device))
     finally:
-        _set_train(parts, True)
+        _set_train(parts, True, freeze_head)
     return validation_score(logits, y)
 
 
@@ -190,7 +197,7 @@ class _Run:
         seed = None if config.seed is None else config.seed + world.rank
         rng = coefficient_rng(seed)  # this rank's C: its own stream, from OS entropy unless seeded
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        params = [p for part in (parts.head, parts.cloud, parts.tail) for p in part.parameters()]
+        params = [p for part in _trained_parts(parts, config) for p in part.parameters()]
         unique = list({id(p): p for p in params}.values())
         device, home = torch.device(config.device), unique[0].device
         frozen = None
@@ -211,7 +218,7 @@ class _Run:
         # and the best epoch (not the last) is what ships.
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
         loader = make_loader(x, y, batches, config, device)
-        scale, cut_scale = _feature_scales(frozen, x, device, hasattr(parts.head, "encoder")) if config.feature_match else (None, None)
+        scale, cut_scale = _feature_scales(frozen, x, device, hasattr(parts.cloud, "decoder")) if config.feature_match else (None, None)
         adversary = Adversary(parts, x, mixing.k, device, config.seed) if config.adversarial else None
         return cls(config, mixing, world, joint, model, frozen, optimizer, schedule, batches, loader, scale, cut_scale, adversary, rng,
                    generator, device, home, total)
@@ -284,7 +291,7 @@ BN_CALIBRATION_BATCHES = 200  # at most this many batches re-estimate the BatchN
 
 
 @torch.no_grad()
-def _recalibrate_batchnorm(joint, loader, rng, mixing: MixingConfig, device, generator, bf16: bool) -> None:
+def _recalibrate_batchnorm(joint, loader, rng, mixing: MixingConfig, device, generator, bf16: bool, freeze_head: bool = False) -> None:
     """Recompute every BatchNorm's running statistics with the final weights, under mixing.
 
     During training the running statistics are a moving average over weights
@@ -295,7 +302,8 @@ def _recalibrate_batchnorm(joint, loader, rng, mixing: MixingConfig, device, gen
     tail with fresh C, gives each layer the exact average of what it sees in
     production: the head clean inputs, the cloud mixtures, the tail de-mixed features.
     """
-    norms = [m for m in joint.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    frozen = {id(m) for m in joint.head.modules()} if freeze_head else set()
+    norms = [m for m in joint.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats and id(m) not in frozen]
     if not norms:
         return
     momenta = [m.momentum for m in norms]
@@ -303,6 +311,7 @@ def _recalibrate_batchnorm(joint, loader, rng, mixing: MixingConfig, device, gen
         m.reset_running_stats()
         m.momentum = None  # a cumulative average
     joint.train()
+    joint.head.train(not freeze_head)
     try:
         for i, (xb, labels, error) in enumerate(loader):
             if error is not None:

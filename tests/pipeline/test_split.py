@@ -238,6 +238,12 @@ def test_bad_input_fails_before_writing(tmp_path, overrides, error, match):
         (["--max-uplink-bytes", "900", "--bottleneck", "2"], "drop --bottleneck"),
         # The smallest code (one int8 channel at stride 8: 4 values and 8 bytes of scale, plus the request's share of
         # HTTP and JSON) takes more than 100 bytes: refused after ranking it, naming its size and accuracy.
+        (["--target-mse", "0"], "--target-mse must be > 0, got 0.0"),
+        (["--target-mu", "-1"], "--target-mu must be > 0, got -1.0"),
+        (["--target-mse", "0.01", "--noise", "0.5"], "--noise conflict with --target-mse/--target-mu"),
+        (["--target-mu", "1", "--noise-relative", "0.3"], "--noise-relative conflict with --target-mse/--target-mu"),
+        (["--clip-norm", "5", "--noise-relative", "0.3"], "clipping is stated for input-independent noise"),
+        (["--clip-norm", "5"], "--clip-norm without noise bounds nothing"),
         (["--max-uplink-bytes", "100"], "no configuration sends <= 100 bytes per input: the smallest, cut 3, bottleneck 1 ch at stride 8, int8, sends"),
     ],
 )
