@@ -26,16 +26,16 @@ BOTTLENECK = ["--bottleneck", "4"]
 POINTS = {  # name -> split options (ResNet example, Dirichlet k = 4 unless named)
     "budget 0.2": ["--budget", "0.2"],
     "budget 0.5": ["--budget", "0.5"],
-    "budget 0.2, mse 1e-3": ["--budget", "0.2", "--target-mse", "0.001"],
-    "budget 0.2, mse 1e-2": ["--budget", "0.2", "--target-mse", "0.01"],
-    "budget 0.5, mse 1e-3": ["--budget", "0.5", "--target-mse", "0.001"],
-    "budget 0.5, mse 1e-2": ["--budget", "0.5", "--target-mse", "0.01"],
-    "budget 0.2, bottleneck 4": ["--budget", "0.2", *BOTTLENECK],
-    "budget 0.2, bottleneck 4, mse 1e-3": ["--budget", "0.2", *BOTTLENECK, "--target-mse", "0.001"],
-    "budget 0.2, bottleneck 4, mse 1e-2": ["--budget", "0.2", *BOTTLENECK, "--target-mse", "0.01"],
-    "budget 0.2, k 8, mse 1e-3": ["--budget", "0.2", "--k", "8", "--target-mse", "0.001"],
-    "budget 0.2, mu 2": ["--budget", "0.2", "--target-mu", "2"],
-    "budget 0.2, bottleneck 4, mu 2": ["--budget", "0.2", *BOTTLENECK, "--target-mu", "2"],
+    "budget 0.2 + mse 1e-3": ["--budget", "0.2", "--target-mse", "0.001"],
+    "budget 0.2 + mse 1e-2": ["--budget", "0.2", "--target-mse", "0.01"],
+    "budget 0.5 + mse 1e-3": ["--budget", "0.5", "--target-mse", "0.001"],
+    "budget 0.5 + mse 1e-2": ["--budget", "0.5", "--target-mse", "0.01"],
+    "budget 0.2 + bottleneck 4": ["--budget", "0.2", *BOTTLENECK],
+    "budget 0.2 + bottleneck 4 + mse 1e-3": ["--budget", "0.2", *BOTTLENECK, "--target-mse", "0.001"],
+    "budget 0.2 + bottleneck 4 + mse 1e-2": ["--budget", "0.2", *BOTTLENECK, "--target-mse", "0.01"],
+    "budget 0.2 + k 8 + mse 1e-3": ["--budget", "0.2", "--k", "8", "--target-mse", "0.001"],
+    "budget 0.2 + mu 2": ["--budget", "0.2", "--target-mu", "2"],
+    "budget 0.2 + bottleneck 4 + mu 2": ["--budget", "0.2", *BOTTLENECK, "--target-mu", "2"],
 }
 QUICK = ["--samples", "64", "--decoder-epochs", "4", "--search-steps", "16"]
 SSIM_MAX, LABEL_MAX, LOSS_MAX = 0.05, 0.10, 0.03
