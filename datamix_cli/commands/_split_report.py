@@ -73,4 +73,20 @@ def print_summary(result) -> None:
         f"edge FLOPs share {f['edge_fraction']:.1%} (head {m.split['head_cut']}{code}, tail from {m.split['tail_cut']}); "
         f"uplink {up['bytes_per_sample']} B/sample ({up.get('codec', 'fp32')}), downlink {down['bytes_per_sample']} B/sample ({down.get('codec', 'fp32')})"
     )
+    console.print(privacy_line(m.certificate, m.privacy))
     console.print(f"wrote {result.out} in {result.seconds:.1f} s")
+
+
+def privacy_line(cert: dict | None, privacy: dict | None) -> str:
+    """The certificate in one sentence, with what it does not cover."""
+    if not cert or cert["status"] == "none":
+        return "privacy: no noise, so no certificate; what a curious cloud recovers: datamix audit"
+    line = (f"certificate: no unbiased attacker reconstructs below MSE {cert['mse_bound']['p5']:.3g} per input value on 95 % of "
+            f"{cert['inputs']} held-out inputs (PSNR ceiling {cert['psnr_ceiling_db']['p95']:.1f} dB)")
+    if "target_mse" in cert:
+        line += f"; calibrated to {cert['target_mse']['target']:.3g}: met by {cert['target_mse']['share_met']:.0%}"
+    gdp = cert.get("gdp")
+    if gdp is not None:
+        line += f"; {gdp['meaning']}" if "meaning" in gdp else f"; {gdp['mu']:.3g}-GDP per input and query (epsilon {gdp['epsilon']:.3g} at delta {gdp['delta']:g})"
+    frozen = " The head was frozen while fine-tuning." if (privacy or {}).get("head_frozen") else ""
+    return line + f". It {cert['caveat']}.{frozen} Attacks with a prior: datamix audit"

@@ -25,6 +25,12 @@ def profile(
     bottleneck: int = typer.Option(None, "--bottleneck", help="Cost a learned bottleneck of this many channels at the chosen head cut (as `split --bottleneck`)."),
     bottleneck_stride: int = typer.Option(1, "--bottleneck-stride", help="Its spatial stride."),
     uplink: UplinkCodec = typer.Option(UplinkCodec.fp32, "--uplink", help="Count the bottleneck's bytes in this codec: fp32, fp16 or int8.", case_sensitive=False),
+    link: str = typer.Option(None, "--link", help="Estimate every cut's end-to-end latency on this link: 3g, 4g, wifi (BottleNet's rates) or MBPS[/DOWN_MBPS][:RTT_MS]."),
+    measure: bool = typer.Option(False, "--measure", help="Time each candidate head (+ mixing) and the tail on onnxruntime, and the cloud part in PyTorch, instead of splitting the whole model's time by FLOPs."),
+    objective: str = typer.Option("flops", "--objective", help="flops (the budget's deepest cut), latency or bytes: what picks the cut within the budget (latency and bytes need --link)."),
+    threads: int = typer.Option(1, "--threads", help="onnxruntime threads for the edge times (1: one phone core)."),
+    device_speed: float = typer.Option(1.0, "--device-speed", help="The device is this many times as fast as this machine's edge runtime."),
+    cloud_speedup: float = typer.Option(1.0, "--cloud-speedup", help="The cloud is this many times as fast as this machine."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table."),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG of per-layer FLOPs with the cuts and the budget."),
 ) -> None:
@@ -42,6 +48,8 @@ def profile(
         tail_cut=tail_cut,
         bottleneck=_bottleneck_config(bottleneck, bottleneck_stride),
         uplink=uplink.value,
+        latency=_latency_options(link, measure, threads, device_speed, cloud_speedup, uplink.value),
+        objective=objective,
     )
     report = run_profile(config)
     if plot is not None:
@@ -50,6 +58,16 @@ def profile(
         typer.echo(json.dumps(report_to_dict(report), indent=2))
     else:
         _print_table(report, plot)
+
+
+def _latency_options(link: str | None, measure: bool, threads: int, device_speed: float, cloud_speedup: float, uplink: str):
+    if link is None:
+        return None
+    from datamix_cli.pipeline.latency import LatencyOptions, parse_link
+
+    options = LatencyOptions(parse_link(link), measure, threads, device_speed, cloud_speedup, uplink)
+    options.check()
+    return options
 
 
 def _bottleneck_config(channels: int | None, stride: int):
@@ -124,5 +142,33 @@ def _print_table(report, plot: Path | None) -> None:
             f"{f['bottleneck']['decoder']:,} in the cloud), uplink {b['uplink']['bytes_per_sample']:,} B per mixture ({b['uplink']['codec']}), "
             f"{b['wire_bytes_per_input']:.0f} B per input on the wire (one group per request, HTTP included)"
         )
+    if report.latency is not None:
+        _print_latency(console, report.latency)
     if plot is not None:
         console.print(f"plot written to {plot}")
+
+
+def _print_latency(console, latency: dict) -> None:
+    from rich.table import Table
+
+    link = latency["link"]
+    table = Table(title=f"latency of one group of k={latency['k']} (ms) on {link['name']}: {link['up_mbps']:g}/{link['down_mbps']:g} Mbit/s, "
+                        f"RTT {link['rtt_ms']:g} ms; {latency['times']}")
+    stages = ("edge_head_mix", "uplink", "rtt", "cloud", "downlink", "edge_demix_tail", "total")
+    for column in ("cut", "", "edge share", "B/input up", *stages):
+        table.add_column(column, justify="left" if column in ("cut", "") else "right")
+    for r in latency["cuts"]:
+        marks = [m for m, on in (("◀ chosen", r["cut"] == latency["chosen"]), ("flops", r["cut"] == latency["flops_choice"]),
+                                 ("pareto", r["cut"] in latency["pareto"])) if on]
+        table.add_row(r["cut"], " ".join(marks), f"{r['edge_fraction']:.1%}", f"{r['uplink_bytes_per_input']:.0f}",
+                      *(f"{1e3 * r['latency'][s]:.2f}" for s in stages), style="bold green" if r["cut"] == latency["chosen"] else None)
+    for name, b in latency["baselines"].items():
+        table.add_row(name.replace("_", " "), "baseline", "100.0%" if name == "edge_only" else "0.0%", "",
+                      *(f"{1e3 * b[s]:.2f}" if s in b else "" for s in stages))
+    console.print(table)
+    chosen = next(r for r in latency["cuts"] if r["cut"] == latency["chosen"])
+    flops = next(r for r in latency["cuts"] if r["cut"] == latency["flops_choice"])
+    console.print(f"--objective {latency['objective']}: {latency['chosen']} ({1e3 * chosen['latency']['total']:.1f} ms), against the FLOPs budget's "
+                  f"{latency['flops_choice']} ({1e3 * flops['latency']['total']:.1f} ms), edge only {1e3 * latency['baselines']['edge_only']['total']:.1f} ms "
+                  f"and cloud only {1e3 * latency['baselines']['cloud_only_uint8']['total']:.1f} ms (raw uint8). An estimate: "
+                  f"{link['source']}.")

@@ -43,6 +43,7 @@ class SplitFacts:
     processes: int
     skipped_images: int
     head_negative_share: float | None
+    objective: dict | None = None  # with --link: the objective, the link and the chosen cut's latency estimate
 
 
 def build_manifest(config, facts: SplitFacts, artifacts: list[dict], files: list[dict], uplink_search: dict | None = None,
@@ -51,7 +52,7 @@ def build_manifest(config, facts: SplitFacts, artifacts: list[dict], files: list
         datamix_version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         model=model_section(config, facts),
-        split=split_section(config, facts.decision, facts.head_negative_share, uplink_search),
+        split=split_section(config, facts.decision, facts.head_negative_share, uplink_search, facts.objective),
         protocol=config.mixing.to_protocol(decoys=min(config.export.decoys, facts.n_train_data),
                                            seeded=config.training.seed is not None or config.eval_seed is not None),
         flops=flops_section(facts.profile, facts.decision, config.bottleneck),
@@ -85,7 +86,7 @@ def model_section(config, facts: SplitFacts) -> dict:
     }
 
 
-def split_section(config, decision, head_negative_share: float | None, uplink_search: dict | None = None) -> dict:
+def split_section(config, decision, head_negative_share: float | None, uplink_search: dict | None = None, objective: dict | None = None) -> dict:
     cut = tuple(decision.head_cut.activation_shape)
     section = {
         "head_cut": decision.head_cut.name,
@@ -98,6 +99,8 @@ def split_section(config, decision, head_negative_share: float | None, uplink_se
     }
     if uplink_search is not None:
         section["uplink_search"] = uplink_search
+    if objective is not None:
+        section["objective"] = objective
     return section
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamix_cli.errors import InputShapeError
+from datamix_cli.errors import ConfigError, InputShapeError
 from datamix_cli.model.loading import ModelSource, load_model
 
 
@@ -22,6 +22,8 @@ class ProfileConfig:
     tail_cut: str | None = None
     bottleneck: object = None  # a datamix_cli.protocol.bottleneck.BottleneckConfig to cost at the chosen head cut
     uplink: str = "fp32"  # the codec its bytes are counted in
+    latency: object = None  # a datamix_cli.pipeline.latency.LatencyOptions: estimate every cut's latency on a link
+    objective: str = "flops"  # flops (the budget's deepest cut), latency or bytes, among the cuts within the budget
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class ProfileReport:
     baselines: dict | None = None
     # With --bottleneck: the code at the chosen cut, its FLOPs (encoder on the edge, decoder in the cloud) and bytes.
     bottleneck: dict | None = None
+    # With --link: every cut's latency stages, the baselines, the Pareto set; flops_choice is the budget's cut.
+    latency: dict | None = None
 
 
 BASELINE_SAMPLES = 64
@@ -50,8 +54,31 @@ def run_profile(config: ProfileConfig) -> ProfileReport:
     shape = resolve_input_shape(traced, config.input_shape, config.data)
     profile = profile_model(traced, (1, *shape[1:]))
     decision = choose_split(profile, config.budget, config.k, config.head_cut, config.tail_cut)
+    baselines = _baselines(config.data, tuple(shape[1:]))
+    latency = None
+    if config.objective != "flops" and config.latency is None:
+        raise ConfigError(f"--objective {config.objective} needs --link (the link's rate and RTT)")
+    if config.latency is not None:
+        decision, latency = choose_by_objective(config.source.spec, traced, profile, decision, config.latency, config.objective,
+                                                config.budget, tuple(shape[1:]), baselines, config.head_cut)
     bottleneck = _bottleneck(config, profile, decision) if config.bottleneck is not None and config.bottleneck.active else None
-    return ProfileReport(profile, decision, config.budget, _baselines(config.data, tuple(shape[1:])), bottleneck)
+    return ProfileReport(profile, decision, config.budget, baselines, bottleneck, latency)
+
+
+def choose_by_objective(spec: str, traced, profile, decision, options, objective: str, budget: float, sample_shape, baselines,
+                        head_cut: str | None = None, max_uplink_bytes: int | None = None):
+    """(the decision ``objective`` picks within the budget, the latency table with the choice recorded); an
+    explicit ``head_cut`` is kept and only estimated."""
+    from datamix_cli.data.images import JPEG_QUALITY
+    from datamix_cli.pipeline.latency import choose, latency_table
+    from partitioners.select import SplitDecision
+
+    jpeg = (baselines or {}).get(f"jpeg_q{JPEG_QUALITY}")
+    table = latency_table(spec, traced, profile, decision, options, sample_shape, jpeg)
+    flops_cut = decision.head_cut.name
+    chosen = decision.head_cut.name if head_cut else choose(table["cuts"], objective, budget, max_uplink_bytes)["cut"]
+    table.update(objective=objective, flops_choice=flops_cut, chosen=chosen)
+    return SplitDecision(profile.cut(chosen), decision.tail_cut, decision.k, profile.total_flops), table
 
 
 def _bottleneck(config: ProfileConfig, profile, decision) -> dict:
@@ -152,6 +179,7 @@ def report_to_dict(report: ProfileReport) -> dict:
         },
         "cloud_only_bytes_per_sample": report.baselines,
         "bottleneck": report.bottleneck,
+        "latency": report.latency,
     }
 
 

@@ -52,6 +52,8 @@ class SplitConfig:
     bottleneck: BottleneckConfig = field(default_factory=BottleneckConfig)  # a learned code at the head cut: what is sent
     max_uplink_bytes: int | None = None  # search cut × bottleneck × codec for the best accuracy within it (pipeline/uplink.py)
     privacy: PrivacyTarget = field(default_factory=PrivacyTarget)  # clipping and noise calibrated to a target (pipeline/privacy.py)
+    objective: str = "flops"  # latency or bytes: the cut within the budget the link model prefers (pipeline/latency.py)
+    latency: object = None  # datamix_cli.pipeline.latency.LatencyOptions, needed by those objectives
 
 
 CUT_FEATURES = tuple(c.value for c in CutFeatures)
@@ -104,6 +106,9 @@ def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitRe
             report(f"uplink search chose {search['chosen']['cut']}, bottleneck {search['chosen']['bottleneck']}, {search['chosen']['codec']}: "
                    f"{search['chosen']['wire_bytes_per_input']:.0f} B/input")
         decision = _decide(config, prepared.profile, shares)
+        objective = None
+        if config.latency is not None:
+            decision, objective = _by_objective(config, prepared, decision, report)
         config.bottleneck.code_shape(tuple(decision.head_cut.activation_shape))  # refuse a bottleneck the cut cannot take
         parts = partition(prepared.traced, decision.head_cut, decision.tail_cut)
         decoys = _decoys(data.train, config)
@@ -114,7 +119,7 @@ def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitRe
         report("exporting and verifying artifacts")
         facts = SplitFacts(prepared.model, prepared.profile, decision, prepared.sample_shape, data.dataset.classes, data.num_classes,
                            len(data.dataset.y), len(data.held.y), trained.accuracy, trained.history, trained.seconds, trained.shipped_epoch, trained.stopped,
-                           prepared.preprocessing, world.size, data.skipped, shares.get(decision.head_cut.name))
+                           prepared.preprocessing, world.size, data.skipped, shares.get(decision.head_cut.name), objective)
         if config.mixing.noisy:
             report("certifying: the Fisher-information bound on the held-out inputs")
         certificate = privacy_certificate(parts, data.held, config.mixing, config.eval_seed, privacy)
@@ -159,6 +164,10 @@ def _check(config: SplitConfig) -> dict:
 
     config.training.validate(config.mixing.k)
     config.privacy.check(config.mixing)
+    if config.objective != "flops" and config.latency is None:
+        raise ConfigError(f"--objective {config.objective} needs --link (the link's rate and RTT)")
+    if config.latency is not None and (config.bottleneck.active or config.max_uplink_bytes is not None):
+        raise ConfigError("--objective/--link estimate the cut's own features on the wire: drop --bottleneck and --max-uplink-bytes")
     if config.max_uplink_bytes is not None:
         from datamix_cli.training import distributed
 
@@ -226,6 +235,17 @@ def _decide(config: SplitConfig, profile, shares: dict[str, float]):
 
     signed = shares if config.cut_features == "signed" else None
     return choose_split(profile, config.budget, config.mixing.k, config.head_cut, config.tail_cut, signed)
+
+
+def _by_objective(config: SplitConfig, prepared: _Prepared, decision, report: Reporter):
+    """The cut ``config.objective`` prefers within the budget on ``config.latency``'s link, and the manifest's record."""
+    from datamix_cli.pipeline.latency import manifest_record
+    from datamix_cli.pipeline.profile import choose_by_objective
+
+    report(f"estimating the latency of every cut on {config.latency.link.name}" + (" (measuring each part)" if config.latency.measure else ""))
+    chosen, table = choose_by_objective(config.source.spec, prepared.traced, prepared.profile, decision, config.latency, config.objective,
+                                        config.budget, prepared.sample_shape, None, config.head_cut)
+    return chosen, manifest_record(table)
 
 
 def _decoys(train, config: SplitConfig) -> np.ndarray:

@@ -238,6 +238,9 @@ def test_bad_input_fails_before_writing(tmp_path, overrides, error, match):
         (["--max-uplink-bytes", "900", "--bottleneck", "2"], "drop --bottleneck"),
         # The smallest code (one int8 channel at stride 8: 4 values and 8 bytes of scale, plus the request's share of
         # HTTP and JSON) takes more than 100 bytes: refused after ranking it, naming its size and accuracy.
+        (["--objective", "latency"], "--objective latency needs --link"),
+        (["--objective", "latency", "--link", "4g", "--bottleneck", "4"], "drop --bottleneck and --max-uplink-bytes"),
+        (["--link", "carrier-pigeon"], "unknown link 'carrier-pigeon'"),
         (["--target-mse", "0"], "--target-mse must be > 0, got 0.0"),
         (["--target-mu", "-1"], "--target-mu must be > 0, got -1.0"),
         (["--target-mse", "0.01", "--noise", "0.5"], "--noise conflict with --target-mse/--target-mu"),

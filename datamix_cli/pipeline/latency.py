@@ -1,0 +1,267 @@
+"""End-to-end latency of a split on a device and a link, and the cut that minimises it (``--link``, ``--measure``,
+``--objective``).
+
+One request carries one group of k inputs (a lone query is padded with decoys), so the latency of any input in it
+is that of the group:
+
+    edge head + mix (k inputs)  +  uplink  +  RTT  +  cloud (k mixtures)  +  downlink  +  de-mix + tail (k)
+
+* edge parts: the head with mixing and the tail with de-mixing, exported to ONNX exactly as ``split`` ships them
+  and timed on onnxruntime (``--threads``, default 1: a phone core), a median of repeated runs after warm-up;
+  ``--device-speed F`` divides them by F (a device F times as fast as this machine);
+* the cloud part: TorchScript-free eager PyTorch on this machine with its default threads, divided by
+  ``--cloud-speedup``;
+* the network: the request's bytes on the socket (HTTP included, datamix_cli.serving.oip.request_bytes) at the
+  uplink rate, the response's at the downlink rate, plus one round trip.
+
+Without ``--measure`` the edge and cloud times are the whole model's time on each runtime split by FLOPs share: the
+proportionality ``--measure`` exists to correct. Baselines: edge-only (the whole model on the edge runtime, nothing
+sent) and cloud-only (the raw input as uint8, or its JPEG when ``--data`` gives samples, then the whole model in
+the cloud, logits back).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from datamix_cli.errors import ConfigError
+
+OBJECTIVES = ("flops", "latency", "bytes")
+RESPONSE_HEADER_BYTES = 160  # status line and headers of a uvicorn response (estimate: ~150-170 B measured by hand)
+RUNS, WARMUP = 20, 5
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str
+    up_mbps: float
+    down_mbps: float
+    rtt_ms: float
+    source: str = "given"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "up_mbps": self.up_mbps, "down_mbps": self.down_mbps, "rtt_ms": self.rtt_ms, "source": self.source}
+
+
+_BOTTLENET = "rate: BottleNet (Eshratifar et al., ISLPED 2019), average uplink; RTT assumed (not from BottleNet)"
+LINKS = {
+    "3g": Link("3g", 1.1, 1.1, 100.0, _BOTTLENET),
+    "4g": Link("4g", 5.85, 5.85, 50.0, _BOTTLENET),
+    "wifi": Link("wifi", 18.88, 18.88, 10.0, _BOTTLENET),
+}
+_CUSTOM = re.compile(r"^(?P<up>[0-9.eE+-]+)(?:/(?P<down>[0-9.eE+-]+))?(?::(?P<rtt>[0-9.eE+-]+))?$")
+
+
+def parse_link(text: str) -> Link:
+    """A preset (3g, 4g, wifi) or MBPS[/DOWN_MBPS][:RTT_MS] (down defaults to up, RTT to 0)."""
+    if text.lower() in LINKS:
+        return LINKS[text.lower()]
+    match = _CUSTOM.match(text.strip())
+    try:
+        up = float(match["up"]) if match else None
+        down = float(match["down"]) if match and match["down"] else up
+        rtt = float(match["rtt"]) if match and match["rtt"] else 0.0
+    except ValueError:
+        up = None
+    if up is None:
+        raise ConfigError(f"unknown link {text!r}: use {', '.join(LINKS)} or MBPS[/DOWN_MBPS][:RTT_MS], e.g. 10/40:30")
+    if not (up > 0 and down > 0 and np.isfinite(up) and np.isfinite(down)) or not (rtt >= 0 and np.isfinite(rtt)):
+        raise ConfigError(f"link {text!r}: rates must be > 0 Mbit/s and the RTT >= 0 ms")
+    return Link(text, up, down, rtt)
+
+
+def transfer_s(n_bytes: float, mbps: float) -> float:
+    return n_bytes * 8 / (mbps * 1e6)
+
+
+def stages(edge_head_s: float, cloud_s: float, edge_tail_s: float, up_bytes: float, down_bytes: float, link: Link) -> dict:
+    """Seconds of each stage of one group's request, and their total."""
+    result = {"edge_head_mix": edge_head_s, "uplink": transfer_s(up_bytes, link.up_mbps), "rtt": link.rtt_ms / 1e3,
+              "cloud": cloud_s, "downlink": transfer_s(down_bytes, link.down_mbps), "edge_demix_tail": edge_tail_s}
+    result["total"] = sum(result.values())
+    return result
+
+
+def response_bytes(k: int, values_per_sample: int, bytes_per_value: int) -> int:
+    """A binary response of the cloud outputs on the socket: the JSON header (estimated from one encoded), the
+    tensor, and the HTTP status line and headers."""
+    from datamix_cli.serving.oip import encode_response
+
+    body, header = encode_response("cloud", "cloud_out", np.zeros((k, 1), dtype=np.float32), {}, None, binary=True)
+    return header + k * values_per_sample * bytes_per_value + RESPONSE_HEADER_BYTES
+
+
+def pareto(rows: list[dict]) -> list[str]:
+    """The cuts no other cut beats on both latency and edge FLOPs."""
+    front, best = [], float("inf")
+    for r in sorted(rows, key=lambda r: (r["edge_flops"], r["latency"]["total"])):
+        if r["latency"]["total"] < best:
+            front.append(r["cut"])
+            best = r["latency"]["total"]
+    return front
+
+
+def choose(rows: list[dict], objective: str, budget: float, max_uplink_bytes: int | None = None) -> dict:
+    """The cut minimising ``objective`` among those with a head of at least one layer, within the FLOPs budget and
+    the uplink limit."""
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown --objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
+    # A head without layers would send mixed raw inputs, which blind separation recovers: never chosen.
+    # --budget 1 lifts the budget: a cut just before the tail runs slightly more than the whole model (mixing).
+    allowed = [r for r in rows if (budget >= 1 or r["edge_fraction"] <= budget) and r["head_flops"] > 0
+               and (max_uplink_bytes is None or r["uplink_bytes_per_input"] <= max_uplink_bytes)]
+    if not allowed:
+        raise ConfigError(f"no cut within the budget {budget:g}" + (f" and {max_uplink_bytes} uplink bytes per input" if max_uplink_bytes else ""))
+    key = {"flops": lambda r: (-r["edge_flops"], r["latency"]["total"]),  # the budget's choice: the deepest within it
+           "latency": lambda r: r["latency"]["total"], "bytes": lambda r: (r["uplink_bytes_per_input"], r["latency"]["total"])}[objective]
+    return min(allowed, key=key)
+
+
+def median_s(run, inputs: tuple, runs: int = RUNS, warmup: int = WARMUP) -> float:
+    for _ in range(warmup):
+        run(*inputs)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run(*inputs)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def onnx_seconds(module, example: tuple, threads: int) -> float:
+    """The median time of ``module`` exported to ONNX and run by onnxruntime with ``threads`` threads."""
+    from exporters import get_exporter
+
+    onnx = get_exporter("onnx")
+    with tempfile.TemporaryDirectory(prefix="datamix-time-") as folder:
+        path = Path(folder) / "part.onnx"
+        onnx.export(module.eval(), example, path, [f"in{i}" for i in range(len(example))], "out")
+        run = onnx.load(path, threads)
+        return median_s(run, tuple(t.numpy() for t in example))
+
+
+def torch_seconds(module, example: tuple) -> float:
+    import torch
+
+    with torch.no_grad():
+        return median_s(lambda *a: module(*a), example)
+
+
+@dataclass(frozen=True)
+class LatencyOptions:
+    link: Link
+    measure: bool = False
+    threads: int = 1
+    device_speed: float = 1.0  # the device is this many times as fast as this machine's edge runtime
+    cloud_speedup: float = 1.0  # the cloud is this many times as fast as this machine
+    uplink: str = "fp32"
+
+    def check(self) -> None:
+        for name, value in (("--threads", self.threads), ("--device-speed", self.device_speed), ("--cloud-speedup", self.cloud_speedup)):
+            if not value > 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+
+
+def latency_table(model_spec: str, traced, profile, decision, options: LatencyOptions, sample_shape: tuple[int, ...],
+                  jpeg_bytes: float | None = None) -> dict:
+    """Per candidate head cut (with the chosen tail cut): edge FLOPs, bytes and the latency stages of one group;
+    the edge-only and cloud-only baselines; the Pareto set over latency and edge FLOPs."""
+    import torch
+
+    from datamix_cli.model.identity import model_name
+    from datamix_cli.pipeline.uplink import wire_bytes_per_input
+    from datamix_cli.serving.oip import request_bytes
+    from partitioners.select import SplitDecision
+
+    options.check()
+    k, tail, link = decision.k, decision.tail_cut, options.link
+    name = model_name(model_spec)
+    x = torch.rand(k, *sample_shape)
+    whole = traced.module
+    edge_whole = onnx_seconds(whole, (x[:1],), options.threads) / options.device_speed
+    cloud_whole = torch_seconds(whole, (x[:1],)) / options.cloud_speedup
+    edge_group = onnx_seconds(whole, (x,), options.threads) / options.device_speed if not options.measure else None
+    cloud_group = torch_seconds(whole, (x,)) / options.cloud_speedup if not options.measure else None
+    down = response_bytes(k, int(np.prod(tail.activation_shape)), 4)
+    measured_tail = _tail_seconds(traced, decision, options, sample_shape) if options.measure else None
+    rows = []
+    for cut in profile.cut_points:
+        if cut.position >= tail.position:
+            continue
+        d = SplitDecision(cut, tail, k, profile.total_flops)
+        up = wire_bytes_per_input(name, options.uplink, tuple(cut.activation_shape), k) * k
+        if options.measure:
+            head_s, cloud_s = _measured(traced, cut, tail, k, options, sample_shape)
+            tail_s = measured_tail
+        else:  # proportional to FLOPs: what --measure corrects
+            total = max(profile.total_flops, 1)
+            head_s = edge_group * (d.head_flops + d.mix_flops) / total
+            tail_s = edge_group * (d.tail_flops + d.demix_flops) / total
+            cloud_s = cloud_group * d.cloud_flops / total
+        rows.append({"cut": cut.name, "head_flops": d.head_flops, "edge_flops": d.edge_flops, "edge_fraction": d.edge_fraction,
+                     "uplink_bytes_per_input": up / k, "downlink_bytes_per_input": down / k,
+                     "latency": stages(head_s, cloud_s, tail_s, up, down, link)})
+    raw = int(np.prod(sample_shape))
+    raw_request = request_bytes(name, [("input", "UINT8", (1, *sample_shape))], "logits")
+    logits = response_bytes(1, _classes(whole, sample_shape), 4)
+    baselines = {"edge_only": {"total": edge_whole},
+                 "cloud_only_uint8": stages(0.0, cloud_whole, 0.0, raw_request, logits, link)}
+    if jpeg_bytes is not None:
+        baselines["cloud_only_jpeg"] = stages(0.0, cloud_whole, 0.0, raw_request - raw + jpeg_bytes, logits, link)
+    return {"link": link.to_dict(), "measured": options.measure, "threads": options.threads, "device_speed": options.device_speed,
+            "cloud_speedup": options.cloud_speedup, "uplink_codec": options.uplink, "k": k, "cuts": rows, "baselines": baselines,
+            "pareto": pareto(rows),
+            "times": "measured per part (ONNX edge, eager PyTorch cloud)" if options.measure else "whole model's time split by FLOPs share"}
+
+
+def _classes(traced, sample_shape) -> int:
+    import torch
+
+    with torch.no_grad():
+        return int(traced(torch.zeros(1, *sample_shape)).reshape(1, -1).shape[1])
+
+
+def _measured(traced, cut, tail, k: int, options: LatencyOptions, sample_shape) -> tuple[float, float]:
+    """Head + mix on the edge runtime and the cloud part in PyTorch, for one group of k."""
+    import torch
+
+    from datamix_cli.protocol.edge_modules import HeadWithMix
+    from partitioners.partition import partition
+
+    parts = partition(traced, cut, tail)
+    x = torch.rand(k, *sample_shape)
+    c = torch.full((k, k), 1.0 / k) + torch.eye(k)
+    head_s = onnx_seconds(HeadWithMix(parts.head), (x, c), options.threads) / options.device_speed
+    with torch.no_grad():
+        m = parts.head(x)
+    return head_s, torch_seconds(parts.cloud, (m,)) / options.cloud_speedup
+
+
+def _tail_seconds(traced, decision, options: LatencyOptions, sample_shape) -> float:
+    import torch
+
+    from datamix_cli.protocol.edge_modules import TailWithDemix
+    from partitioners.partition import partition
+
+    k = decision.k
+    parts = partition(traced, decision.head_cut, decision.tail_cut)
+    with torch.no_grad():
+        z = parts.cloud(parts.head(torch.rand(k, *sample_shape)))
+    return onnx_seconds(TailWithDemix(parts.tail), (z, torch.eye(k)), options.threads) / options.device_speed
+
+
+def manifest_record(table: dict) -> dict:
+    """What the manifest keeps of a latency table (``split.objective``): the objective, the link, the chosen and the
+    FLOPs budget's cut with their estimates, the baselines and the Pareto set."""
+    row = {r["cut"]: r for r in table["cuts"]}
+    return {"name": table["objective"], "link": table["link"], "times": table["times"], "threads": table["threads"],
+            "chosen": table["chosen"], "flops_choice": table["flops_choice"], "estimate_s": row[table["chosen"]]["latency"],
+            "flops_choice_estimate_s": row[table["flops_choice"]]["latency"], "edge_only_s": table["baselines"]["edge_only"]["total"],
+            "cloud_only_uint8_s": table["baselines"]["cloud_only_uint8"]["total"], "pareto": table["pareto"]}

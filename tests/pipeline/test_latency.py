@@ -1,0 +1,109 @@
+"""The latency model against figures computed by hand, the link parser's refusals, and the objective's choice."""
+
+import pytest
+from typer.testing import CliRunner
+
+from datamix_cli.errors import ConfigError
+from datamix_cli.main import app
+from datamix_cli.pipeline.latency import LINKS, Link, choose, parse_link, pareto, stages, transfer_s
+from tests.helpers import EXAMPLES_FILE
+
+SMALL = f"{EXAMPLES_FILE}:small_cnn"
+
+
+def test_stages_add_up_as_computed_by_hand():
+    link = Link("test", up_mbps=5.85, down_mbps=20.0, rtt_ms=50.0)
+    s = stages(0.002, 0.010, 0.001, up_bytes=65_635, down_bytes=1_000, link=link)
+    assert s["uplink"] == pytest.approx(65_635 * 8 / 5.85e6)  # 89.757 ms
+    assert s["uplink"] == pytest.approx(0.0897573, rel=1e-6)
+    assert s["downlink"] == pytest.approx(0.0004)  # 8,000 bits at 20 Mbit/s
+    assert s["rtt"] == pytest.approx(0.05)
+    assert s["total"] == pytest.approx(0.002 + 0.0897573 + 0.05 + 0.010 + 0.0004 + 0.001, rel=1e-6)
+    assert transfer_s(1_000_000, 8.0) == pytest.approx(1.0)
+
+
+def test_link_presets_and_custom_links():
+    assert (LINKS["3g"].up_mbps, LINKS["4g"].up_mbps, LINKS["wifi"].up_mbps) == (1.1, 5.85, 18.88)
+    assert "BottleNet" in LINKS["4g"].source and parse_link("4G") == LINKS["4g"]
+    custom = parse_link("10/40:30")
+    assert (custom.up_mbps, custom.down_mbps, custom.rtt_ms) == (10, 40, 30)
+    assert (parse_link("2.5").down_mbps, parse_link("2.5").rtt_ms) == (2.5, 0.0)
+
+
+@pytest.mark.parametrize("text", ["5g", "0", "-1", "10/0", "10:-5", "fast", "nan", "10:inf"])
+def test_bad_links_are_refused(text):
+    with pytest.raises(ConfigError):
+        parse_link(text)
+
+
+def row(cut, head, edge, fraction, up, total):
+    return {"cut": cut, "head_flops": head, "edge_flops": edge, "edge_fraction": fraction, "uplink_bytes_per_input": up, "latency": {"total": total}}
+
+
+ROWS = [row("input", 0, 10, 0.001, 4_000, 0.05), row("a", 100, 110, 0.1, 60_000, 0.4), row("b", 300, 310, 0.3, 30_000, 0.2),
+        row("c", 600, 610, 0.6, 10_000, 0.12), row("d", 900, 910, 0.9, 12_000, 0.15)]
+
+
+def test_objectives_choose_within_the_budget_and_never_an_empty_head():
+    assert choose(ROWS, "flops", 0.5)["cut"] == "b"  # the deepest within 0.5
+    assert choose(ROWS, "latency", 0.5)["cut"] == "b"
+    assert choose(ROWS, "latency", 1.0)["cut"] == "c"  # "input" is faster but sends mixed raw inputs
+    assert choose(ROWS, "bytes", 1.0)["cut"] == "c"
+    assert choose(ROWS, "latency", 1.0, max_uplink_bytes=11_000)["cut"] == "c"
+    with pytest.raises(ConfigError, match="no cut within the budget 0.05"):
+        choose(ROWS, "latency", 0.05)
+    with pytest.raises(ConfigError, match="unknown --objective"):
+        choose(ROWS, "energy", 1.0)
+
+
+def test_pareto_keeps_what_no_cut_beats_on_latency_and_edge_flops():
+    assert pareto(ROWS) == ["input"]  # the fastest and the cheapest: nothing else is on the front
+    assert pareto(ROWS[1:]) == ["a", "b", "c"]  # d costs more edge FLOPs than c and is slower
+
+
+def test_profile_estimates_every_cut_on_the_link_and_records_the_choice():
+    import json
+
+    result = CliRunner().invoke(app, ["profile", SMALL, "--input-shape", "1,1,32,32", "--link", "4g", "--objective", "latency", "--budget", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    latency = json.loads(result.output)["latency"]
+    assert latency["link"]["up_mbps"] == 5.85 and latency["objective"] == "latency"
+    for r in latency["cuts"]:  # each network stage is the row's bytes at the link's rate, plus one RTT
+        assert r["latency"]["uplink"] == pytest.approx(r["uplink_bytes_per_input"] * latency["k"] * 8 / 5.85e6)
+        assert r["latency"]["rtt"] == pytest.approx(0.05)
+    chosen = min((r for r in latency["cuts"] if r["head_flops"] > 0), key=lambda r: r["latency"]["total"])
+    assert latency["chosen"] == chosen["cut"] and latency["chosen"] in latency["pareto"]
+    assert set(latency["baselines"]) == {"edge_only", "cloud_only_uint8"}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--link", "5g"], "unknown link '5g'"),
+    (["--link", "0"], "rates must be > 0"),
+    (["--objective", "latency"], "--objective latency needs --link"),
+    (["--link", "4g", "--threads", "0"], "--threads must be > 0"),
+])
+def test_profile_refuses_bad_link_options_in_one_line(args, message):
+    result = CliRunner().invoke(app, ["profile", SMALL, "--input-shape", "1,1,32,32", *args])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.output
+
+
+def test_split_builds_the_cut_the_latency_objective_picks_and_records_the_estimate(tmp_path, small_cnn_weights):
+    """On 3G the bytes dominate: the objective picks the cut that sends the fewest, not the budget's deepest cut."""
+    from datamix_cli.model.loading import ModelSource
+    from datamix_cli.pipeline.export import ExportConfig
+    from datamix_cli.pipeline.latency import LatencyOptions
+    from datamix_cli.pipeline.split import SplitConfig, run_split
+    from datamix_cli.training.finetune import FinetuneConfig
+
+    manifest = run_split(SplitConfig(source=ModelSource(SMALL, weights=small_cnn_weights), data="digits", out=tmp_path / "s",
+                                     input_shape=(1, 1, 32, 32), budget=0.5, training=FinetuneConfig(epochs=0),
+                                     export=ExportConfig(formats=("onnx",)), objective="latency",
+                                     latency=LatencyOptions(LINKS["3g"]))).manifest
+    objective = manifest.split["objective"]
+    assert objective["chosen"] == manifest.split["head_cut"] and objective["link"]["name"] == "3g"
+    estimate, deepest = objective["estimate_s"], objective["flops_choice_estimate_s"]
+    assert estimate["total"] <= deepest["total"]
+    sent = manifest.split["uplink"]["bytes_per_sample"] * manifest.protocol["k"]
+    assert sent * 8 / 1.1e6 < estimate["uplink"] < (sent + 1000) * 8 / 1.1e6  # the tensors, plus under 1 KB of HTTP
