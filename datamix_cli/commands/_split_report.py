@@ -64,7 +64,8 @@ def print_summary(result) -> None:
     for column in ("path", "format", "max abs error", "tolerance"):
         artifacts.add_column(column, justify="right" if column in ("max abs error", "tolerance") else "left")
     for a in m.artifacts:
-        artifacts.add_row(a["path"], a["format"], f"{a['max_abs_error']:.2e}", f"{a['tolerance']:g}")
+        bar = f"top-1 {a['agreement']['top1']:.1%}" if "agreement" in a else f"{a['tolerance']:g}"  # int8: verified by agreement
+        artifacts.add_row(a["path"], a["format"], f"{a['max_abs_error']:.2e}", bar)
     console.print(artifacts)
     f, up, down = m.flops, m.split["uplink"], m.split["downlink"]
     bottleneck = m.split.get("bottleneck")

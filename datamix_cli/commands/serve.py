@@ -11,6 +11,8 @@ from datamix_cli.options import Runtime
 
 FOLDER = typer.Argument(..., help="A split folder written by `datamix split`.", show_default=False)
 RUNTIME = typer.Option(Runtime.onnx, "--runtime", help="Edge runtime: onnx, tflite (or torchscript, the PyTorch reference).", case_sensitive=False)
+PRECISION = typer.Option("fp32", "--precision", help="Edge artifacts' precision: fp32, or int8 (ONNX only; a split made with --edge-precision int8).")
+
 
 
 def serve(
@@ -33,6 +35,7 @@ def infer(
     inputs: list[Path] = typer.Argument(..., help="Inputs: .npy arrays (one sample or a batch), .npz with x, or image files.", show_default=False),
     server: str = typer.Option(..., "--server", help="Cloud server URL, e.g. http://127.0.0.1:8000."),
     runtime: Runtime = RUNTIME,
+    precision: str = PRECISION,
     token: str = typer.Option(None, "--token", help="Bearer token the server requires."),
     compress: bool = typer.Option(False, "--compress", help="Deflate request bodies (Content-Encoding; datamix serve and Triton take it): about 18-20 % fewer bytes for int8 mixtures."),
     as_json: bool = typer.Option(False, "--json", help="Print predictions as JSON."),
@@ -42,7 +45,7 @@ def infer(
     from datamix_cli.data.inputs import read_inputs
     from datamix_cli.data.preprocessing import Preprocessing
 
-    client = EdgeClient(folder, runtime.value)
+    client = EdgeClient(folder, runtime.value, precision=precision)
     x, names = read_inputs(inputs, client.input_shape, Preprocessing.from_manifest(client.manifest.model))
     oip = OipClient(server, token, compress=compress)
     try:
@@ -67,10 +70,12 @@ def infer(
 def serve_local(
     folder: Path = FOLDER,
     runtime: Runtime = RUNTIME,
+    precision: str = PRECISION,
     samples: int = typer.Option(200, "--samples", help="Held-out samples to run."),
     data: str = typer.Option(None, "--data", help="Dataset (default: the one the split was evaluated on)."),
     groups_per_request: int = typer.Option(1, "--groups-per-request", help="Groups of k sent in one request."),
     compress: bool = typer.Option(False, "--compress", help="Deflate request bodies (Content-Encoding; datamix serve and Triton take it): about 18-20 % fewer bytes for int8 mixtures."),
+    link: str = typer.Option(None, "--link", help="Pace the client's socket to a link: 3g, 4g, wifi or MBPS[/DOWN_MBPS][:RTT_MS] (rates on writes and reads, half the RTT each way), to check `profile --link`'s estimate."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Serve the split on loopback, run the edge client on held-out samples, check against PyTorch."""
@@ -79,8 +84,13 @@ def serve_local(
 
     if samples < 1 or groups_per_request < 1:
         raise ConfigError("--samples and --groups-per-request must be >= 1")
-    report = run_serve_local(LoopbackConfig(folder=folder, runtime=runtime.value, samples=samples, data=data, groups_per_request=groups_per_request,
-                                            compress=compress))
+    paced = None
+    if link is not None:
+        from datamix_cli.pipeline.latency import parse_link
+
+        paced = parse_link(link)
+    report = run_serve_local(LoopbackConfig(folder=folder, runtime=runtime.value, precision=precision, samples=samples, data=data, groups_per_request=groups_per_request,
+                                            compress=compress, link=paced))
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
@@ -105,7 +115,9 @@ def _print_report(report: dict) -> None:
         console.print(f"agreement with the original unsplit model {report['agreement_with_original']:.2%} (its accuracy {report['original_accuracy']:.2%})")
     else:
         console.print(report["original_note"])
-    table = Table(title=f"latency per request ({report['groups_per_request']} group(s) of k), ms")
+    link = report.get("link")
+    paced = f", paced to {link['name']}: {link['up_mbps']:g}/{link['down_mbps']:g} Mbit/s, RTT {link['rtt_ms']:g} ms" if link else ""
+    table = Table(title=f"latency per request ({report['groups_per_request']} group(s) of k{paced}), ms")
     for column in ("stage", "p50", "p95"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for stage, values in report["latency_ms"].items():

@@ -38,10 +38,12 @@ def tensor_spec(name: str, shape, dtype: str = "float32") -> dict:
     return spec
 
 
-def export_all(parts, exporters, export: ExportConfig, mixing, eval_seed, shapes, sample_shape, num_classes, held_x, folder: Path):
+def export_all(parts, exporters, export: ExportConfig, mixing, eval_seed, shapes, sample_shape, num_classes, held_x, folder: Path,
+               calibration_x=None):
     """Export head/tail in every edge format and the cloud in every cloud format; verify each against PyTorch.
     ``shapes``: the per-sample (uplink, downlink) shapes: what the head sends (the bottleneck's code, if any) and the
-    cloud returns."""
+    cloud returns. Formats verified by agreement (int8) are calibrated on ``calibration_x`` (fine-tuning inputs)
+    and checked on the whole edge chain over the held-out inputs."""
     import torch
 
     from datamix_cli.protocol.edge_modules import HeadWithMix, TailWithDemix
@@ -76,7 +78,8 @@ def export_all(parts, exporters, export: ExportConfig, mixing, eval_seed, shapes
         relative = f"{'cloud' if role == 'cloud' else 'edge'}/{role}{exporter.suffix}"
         path = folder / relative
         path.parent.mkdir(exist_ok=True)
-        exporter.export(module, tuple(torch.from_numpy(a) for a in cases[0]), path, [i["name"] for i in inputs], outputs[0]["name"])
+        extra = {"calibration": _calibration(role, parts, mixing, calibration_x)} if getattr(exporter, "needs_calibration", False) else {}
+        exporter.export(module, tuple(torch.from_numpy(a) for a in cases[0]), path, [i["name"] for i in inputs], outputs[0]["name"], **extra)
         error = max_abs_error(exporter.load(path), numpy_runner(module), cases)
         tolerance = export.atol if export.atol is not None else exporter.default_atol
         checks.append(Check(relative, error, tolerance))
@@ -92,7 +95,58 @@ def export_all(parts, exporters, export: ExportConfig, mixing, eval_seed, shapes
                 "tolerance": tolerance,
             }
         )
+    for name in edge_formats:
+        if getattr(exporters[name], "verification", "tolerance") == "agreement":
+            agreement = _chain_agreement(folder, exporters[name], head, parts.cloud, tail, mixing, eval_seed, held_x)
+            for record in artifacts:
+                if record["format"] == name:
+                    record["agreement"] = agreement
+            checks.append(Check(f"edge/*{exporters[name].suffix} (top-1 disagreement with PyTorch)", 1 - agreement["top1"], 1 - exporters[name].min_agreement))
     return artifacts, checks
+
+
+CALIBRATION_GROUPS = 64  # groups of k the int8 ranges are calibrated on
+AGREEMENT_INPUTS = 512  # held-out inputs (at most) the int8 edge chain is checked on
+
+
+def _calibration(role: str, parts, mixing, x) -> list[tuple]:
+    """Inputs of the ``role`` artifact as the protocol feeds it: fine-tuning inputs in groups with fresh C (head),
+    or their cloud outputs with C⁻¹ (tail)."""
+    from datamix_cli.protocol.edge_modules import HeadWithMix
+    from exporters.torchscript import numpy_runner
+
+    k, rng = mixing.k, coefficient_rng(1)
+    x = np.ascontiguousarray(x[: CALIBRATION_GROUPS * k], dtype=np.float32)
+    cases = []
+    for g in range(len(x) // k):
+        c = draw_coefficients(rng, mixing).astype(np.float32)
+        if role == "head":
+            cases.append((x[g * k : (g + 1) * k], c))
+        else:
+            z = numpy_runner(parts.cloud)(numpy_runner(HeadWithMix(parts.head))(x[g * k : (g + 1) * k], c))
+            cases.append((z, np.linalg.inv(c.astype(np.float64)).astype(np.float32)))
+    return cases
+
+
+def _chain_agreement(folder: Path, exporter, head, cloud, tail, mixing, eval_seed, held_x) -> dict:
+    """Top-1 agreement and max logit error of head → cloud → tail with this format's edge parts against PyTorch's,
+    on held-out inputs in groups of k with the evaluation C."""
+    from exporters.torchscript import numpy_runner
+
+    k, rng = mixing.k, coefficient_rng(eval_seed)
+    q_head, q_tail = (exporter.load(folder / f"edge/{role}{exporter.suffix}") for role in ("head", "tail"))
+    run_head, run_cloud, run_tail = numpy_runner(head), numpy_runner(cloud), numpy_runner(tail)
+    n = min(AGREEMENT_INPUTS, len(held_x)) // k * k
+    ours, reference = [], []
+    for g in range(n // k):
+        x = np.ascontiguousarray(held_x[g * k : (g + 1) * k], dtype=np.float32)
+        c = draw_coefficients(rng, mixing).astype(np.float32)
+        c_inv = np.linalg.inv(c.astype(np.float64)).astype(np.float32)
+        ours.append(q_tail(run_cloud(q_head(x, c)), c_inv))
+        reference.append(run_tail(run_cloud(run_head(x, c)), c_inv))
+    ours, reference = np.concatenate(ours), np.concatenate(reference)
+    return {"top1": float((ours.argmax(1) == reference.argmax(1)).mean()), "max_logit_error": float(np.abs(ours - reference).max()),
+            "inputs": int(n), "against": "the PyTorch edge parts, with the same cloud part and C"}
 
 
 def write_side_files(folder: Path, parts, decoys, held_x, mixing) -> list[dict]:

@@ -123,7 +123,7 @@ def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitRe
         if config.mixing.noisy:
             report("certifying: the Fisher-information bound on the held-out inputs")
         certificate = privacy_certificate(parts, data.held, config.mixing, config.eval_seed, privacy)
-        manifest = _export(config, exporters, parts, decoys, data.held, facts, staged.staging, search, certificate, privacy)
+        manifest = _export(config, exporters, parts, decoys, data, facts, staged.staging, search, certificate, privacy)
         out = staged.publish()
     return SplitResult(out, manifest, time.perf_counter() - started)
 
@@ -315,17 +315,17 @@ def _validation_split(train, config: SplitConfig, ranking: bool = False):
     return fit, (np.asarray(validation.x[:n]), validation.y[:n])
 
 
-def _export(config: SplitConfig, exporters: dict, parts, decoys, held, facts, folder: Path, search: dict | None = None,
+def _export(config: SplitConfig, exporters: dict, parts, decoys, data, facts, folder: Path, search: dict | None = None,
             certificate: dict | None = None, privacy: dict | None = None):
     """Every artifact exported and verified (all failures raised at once), the side files, the manifest."""
     from exporters.verify import raise_on_failures
 
     uplink = config.bottleneck.code_shape(tuple(facts.decision.head_cut.activation_shape))
     artifacts, checks = export_all(parts, exporters, config.export, config.mixing, config.eval_seed, (uplink, facts.decision.tail_cut.activation_shape),
-                                   facts.sample_shape, facts.num_classes, held.x, folder)
+                                   facts.sample_shape, facts.num_classes, data.held.x, folder, data.train.x)
     if not config.export.allow_mismatch:
         raise_on_failures(checks)
-    files = write_side_files(folder, parts, decoys, held.x, config.mixing)
+    files = write_side_files(folder, parts, decoys, data.held.x, config.mixing)
     manifest = build_manifest(config, facts, artifacts, files, search, certificate, privacy)
     (folder / "manifest.json").write_text(manifest.to_json())
     return manifest

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamix_cli.errors import ServerError
+from datamix_cli.errors import ConfigError, ServerError
 from datamix_cli.options import Runtime, choice
 from datamix_cli.serving.oip import decode_response, encode_request
 from datamix_cli.protocol.groups import pad_with_decoys, shuffle_permutation, unshuffle
@@ -26,20 +26,34 @@ from datamix_cli.protocol.mixing import MixingConfig, add_noise, coefficient_rng
 
 
 
+PACE_CHUNK = 4096  # bytes written between two pauses on a paced link
+
+
 class _CountedSocket:
     """A connected socket that counts the bytes written to it and read from it: what crossed the wire, HTTP request
-    line, headers and body included (for https, the bytes under TLS, not the TLS records)."""
+    line, headers and body included (for https, the bytes under TLS, not the TLS records). With a ``link``
+    (datamix_cli.pipeline.latency.Link) every write and read is paced to the link's rate."""
 
-    def __init__(self, sock):
-        self._sock, self.sent, self.received = sock, 0, 0
+    def __init__(self, sock, link=None):
+        self._sock, self.sent, self.received, self.link = sock, 0, 0, link
+
+    def pace(self, n: int, mbps: float) -> None:
+        if self.link is not None and n:
+            time.sleep(n * 8 / (mbps * 1e6))
 
     def sendall(self, data, *args):
-        self.sent += len(data)
-        return self._sock.sendall(data, *args)
+        view = memoryview(data).cast("B")
+        step = PACE_CHUNK if self.link is not None else max(len(view), 1)
+        for start in range(0, len(view), step):
+            chunk = view[start : start + step]
+            self._sock.sendall(chunk, *args)
+            self.sent += len(chunk)
+            self.pace(len(chunk), self.link.up_mbps if self.link else 0)
 
     def send(self, data, *args):
         n = self._sock.send(data, *args)
         self.sent += n
+        self.pace(n, self.link.up_mbps if self.link else 0)
         return n
 
     def makefile(self, mode="r", *args, **kwargs):  # http.client reads responses through this file
@@ -59,6 +73,8 @@ class _CountedReader(io.RawIOBase):
     def readinto(self, buffer) -> int | None:
         n = self.raw.readinto(buffer)
         self.counter.received += n or 0
+        if self.counter.link is not None:
+            self.counter.pace(n or 0, self.counter.link.down_mbps)
         return n
 
     def close(self) -> None:
@@ -71,10 +87,11 @@ def _counting(cls):
 
     class Counting(cls):
         counted = None
+        link = None  # set by OipClient: pace the socket to this link
 
         def connect(self):
             super().connect()
-            self.sock = self.counted = _CountedSocket(self.sock)
+            self.sock = self.counted = _CountedSocket(self.sock, self.link)
 
     return Counting
 
@@ -85,7 +102,7 @@ _CONNECTIONS = {False: _counting(http.client.HTTPConnection), True: _counting(ht
 class OipClient:
     """A minimal Open Inference Protocol client: one keep-alive connection, binary tensors both ways."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0, compress: bool = False):
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0, compress: bool = False, link=None):
         parsed = urllib.parse.urlparse(url if "://" in url else f"http://{url}")
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ServerError(f"server URL {url!r} must look like http://host:port")
@@ -97,10 +114,14 @@ class OipClient:
         self._conn = None
         self._metadata: dict[str, dict] = {}
         self.last_wire = (0, 0)  # bytes (written, read) on the socket by the last request, headers included
+        # A simulated link (datamix_cli.pipeline.latency.Link): writes and reads paced to its rates, and half its
+        # RTT before each request is sent and after its response is read (the propagation both ways).
+        self.link = link
 
     def _connection(self):
         if self._conn is None:
             self._conn = _CONNECTIONS[self.https](self.host, self.port, timeout=self.timeout)
+            self._conn.link = self.link
         return self._conn
 
     def _request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
@@ -109,11 +130,16 @@ class OipClient:
             try:
                 counter = getattr(conn, "counted", None)  # the socket's counter outlives the socket (Connection: close)
                 before = (counter.sent, counter.received) if counter is not None else (0, 0)
+                half_rtt = self.link.rtt_ms / 2e3 if self.link is not None else 0.0
                 sent = time.perf_counter()
+                if half_rtt:
+                    time.sleep(half_rtt)
                 conn.request(method, self.prefix + path, body=body, headers={**self.headers, **(headers or {})})
                 uploaded = time.perf_counter()
                 response = conn.getresponse()
                 data = response.read()
+                if half_rtt:
+                    time.sleep(half_rtt)
                 if conn.counted is not counter:  # connected (or reconnected) for this request
                     before = (0, 0)
                 self.last_wire = (conn.counted.sent - before[0], conn.counted.received - before[1])
@@ -181,6 +207,10 @@ class StageTimes:
     downlink: list[float] = field(default_factory=list)
     demix_tail: list[float] = field(default_factory=list)
 
+    def totals(self) -> list[float]:
+        """Each request's end-to-end time: the sum of its stages."""
+        return [sum(stage) for stage in zip(self.head_mix, self.uplink, self.cloud, self.downlink, self.demix_tail)]
+
 
 @dataclass(frozen=True)
 class EdgeResult:
@@ -193,13 +223,22 @@ class EdgeResult:
     groups: tuple  # per group (row indices into ``inputs``, C, noise added or None); in memory only, for checks
 
 
+def edge_format(runtime: str, precision: str) -> str:
+    """The artifact format ``runtime`` runs at ``precision`` (fp32, or int8: ONNX only)."""
+    if precision == "fp32":
+        return runtime
+    if precision == "int8" and runtime == "onnx":
+        return "onnx_int8"
+    raise ConfigError(f"--precision {precision} with --runtime {runtime}: int8 edge artifacts exist for onnx only (fp16 not built); use fp32")
+
+
 class EdgeClient:
     """Loads the edge artifacts of a split folder (sha256-verified) and runs the protocol against a server."""
 
-    def __init__(self, folder: Path, runtime: str = "onnx", seed: int | None = None, manifest=None):
+    def __init__(self, folder: Path, runtime: str = "onnx", seed: int | None = None, manifest=None, precision: str = "fp32"):
         from datamix_cli.artifacts.folder import SplitFolder
 
-        runtime = choice(Runtime, runtime, "runtime").value
+        runtime = edge_format(choice(Runtime, runtime, "runtime").value, precision)
         self.folder = Path(folder)
         # A caller that already loaded (and so verified) the whole folder passes its manifest.
         parts = SplitFolder(self.folder, roles=("head", "tail", "decoys"), manifest=manifest)

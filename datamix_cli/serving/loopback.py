@@ -31,10 +31,13 @@ AGREEMENT_REQUIRED = 0.995
 class LoopbackConfig:
     folder: Path
     runtime: str = "onnx"
+    precision: str = "fp32"  # int8: the split's int8 ONNX edge parts
+    seed: int | None = None  # seeds the client's C, decoys and noise (tests only; None: OS entropy)
     samples: int = 200
     data: str | None = None
     groups_per_request: int = 1
     compress: bool = False  # deflate request bodies
+    link: object = None  # a datamix_cli.pipeline.latency.Link the client's socket is paced to
     startup_timeout: float = 60.0
 
 
@@ -157,12 +160,12 @@ def run_serve_local(config: LoopbackConfig) -> dict:
 
     folder = Path(config.folder)
     manifest = load_manifest(folder)
-    client = EdgeClient(folder, config.runtime, manifest=manifest)
+    client = EdgeClient(folder, config.runtime, seed=config.seed, manifest=manifest, precision=config.precision)
     _, held = split_datasets(manifest, client.input_shape, config.data)
     x, y = np.asarray(held.x[: config.samples]), held.y[: config.samples]
     with ServerProcess(folder, free_port()) as server:
         server.wait_ready(config.startup_timeout)
-        oip = OipClient(server.url, compress=config.compress)
+        oip = OipClient(server.url, compress=config.compress, link=config.link)
         try:
             result = client.run(oip, x, config.groups_per_request)
         finally:
@@ -196,9 +199,20 @@ def run_serve_local(config: LoopbackConfig) -> dict:
             "cloud": _percentiles(client.times.cloud),
             "downlink": _percentiles(client.times.downlink),
             "edge_demix_tail": _percentiles(client.times.demix_tail),
+            "total": _percentiles(client.times.totals()),
         },
+        "link": None if config.link is None else config.link.to_dict(),
         "required_agreement": AGREEMENT_REQUIRED,
     }
-    report["passed"] = report["agreement"] >= AGREEMENT_REQUIRED
+    # Quantized formats carry their own bar (exporters' min_agreement, checked at export on 512 held-out inputs):
+    # int8 logits differ from PyTorch by design, so on these samples and fresh C the bar is lowered by 3 binomial
+    # standard errors (a chain that truly agrees on 99 % falls below it about 0.5 % of the time at 200 samples).
+    from datamix_cli.serving.client import edge_format
+    from exporters import get_exporter
+
+    bar = getattr(get_exporter(edge_format(config.runtime, config.precision)), "min_agreement", None)
+    report["precision"] = config.precision
+    report["required_agreement"] = AGREEMENT_REQUIRED if bar is None else bar - 3 * float(np.sqrt(bar * (1 - bar) / len(x)))
+    report["passed"] = report["agreement"] >= report["required_agreement"]
     return report
 
