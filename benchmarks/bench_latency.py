@@ -1,0 +1,167 @@
+"""Latency on a link, estimated and measured, and int8 edge parts against fp32, for the ResNet example on digits.
+
+    .venv/bin/python benchmarks/bench_latency.py [--links 3g,4g,wifi] [--samples 64] [--runs 300] [--work DIR]
+
+1. int8 speed: the split (budget 0.2, one seeded epoch, `--edge-precision int8`) runs its fp32 and int8 ONNX head
+   and tail on onnxruntime with one thread, alternating, in this one process; the median of each and the ratio,
+   with the int8 chain's top-1 agreement from the manifest.
+2. Estimate accuracy: per link preset, the estimate of `profile --link` for the split's cut (its parts measured:
+   ONNX head + mix and tail with one thread, the cloud part in PyTorch) against `serve-local --link` (the client's
+   socket paced to the link), per stage and end to end: relative error (estimate - measured) / measured.
+3. Decision table: per link preset, the latency-optimal cut (`profile --measure --objective latency --budget 1`),
+   its estimate and its measured latency (a split at that cut, `serve-local --link`), and its speed-up against
+   the FLOPs budget's cut (0.2), edge only and cloud only (both estimated).
+Appends the figures to RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import record  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ["examples/models.py:resnet", "--weights", "examples/checkpoints/resnet_digits.pt", "--input-shape", "1,1,32,32"]
+
+
+def datamix(*args: str) -> str:
+    done = subprocess.run([str(Path(sys.executable).parent / "datamix"), *args], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"datamix {args[0]} failed ({done.returncode}): {done.stderr.strip()[-800:] or done.stdout.strip()[-800:]}")
+    return done.stdout
+
+
+def split(out: Path, *extra: str) -> dict:
+    if not (out / "manifest.json").exists():
+        datamix("split", *MODEL, "--data", "digits", "--seed", "0", "--out", str(out), "--force", "--json", *extra)
+    return json.loads((out / "manifest.json").read_text())
+
+
+def int8_speed(folder: Path, manifest: dict, runs: int) -> dict:
+    """Median ms of head(x, C) + tail(z, C⁻¹) per group for fp32 and int8 ONNX, alternating run by run."""
+    from exporters import get_exporter
+
+    k = manifest["protocol"]["k"]
+    x = np.load(folder / "test_vectors.npz")
+    inputs = (x["x"], x["C"]), (x["cloud_out"], x["C_inv"])
+    chains = {}
+    for fmt, suffix in (("fp32", ".onnx"), ("int8", ".int8.onnx")):
+        exporter = get_exporter("onnx" if fmt == "fp32" else "onnx_int8")
+        chains[fmt] = (exporter.load(folder / f"edge/head{suffix}", 1), exporter.load(folder / f"edge/tail{suffix}", 1))
+    times = {fmt: [] for fmt in chains}
+    for i in range(runs + 20):
+        for fmt, (head, tail) in chains.items():
+            start = time.perf_counter()
+            head(*inputs[0])
+            tail(*inputs[1])
+            if i >= 20:  # warm-up
+                times[fmt].append(time.perf_counter() - start)
+    fp32, int8 = (statistics.median(times[f]) * 1e3 for f in ("fp32", "int8"))
+    agreement = next(a["agreement"] for a in manifest["artifacts"] if a["format"] == "onnx_int8")
+    return {"k": k, "fp32_ms": fp32, "int8_ms": int8, "speedup": fp32 / int8, "top1_agreement": agreement["top1"], "inputs": agreement["inputs"]}
+
+
+def part_times(manifest: dict) -> dict:
+    """The split cut's parts timed as `profile --link --measure` times them (seconds per group)."""
+    from datamix_cli.model.loading import ModelSource, load_model
+    from datamix_cli.pipeline.latency import LINKS, LatencyOptions, _measured, _tail_seconds
+    from partitioners.graph import trace_model
+    from partitioners.profile import profile_model
+    from partitioners.select import choose_split
+
+    traced = trace_model(load_model(ModelSource(MODEL[0], weights=ROOT / MODEL[2])))
+    profile = profile_model(traced, (1, 1, 32, 32))
+    decision = choose_split(profile, 1.0, manifest["protocol"]["k"], manifest["split"]["head_cut"], manifest["split"]["tail_cut"])
+    options = LatencyOptions(LINKS["4g"], measure=True)
+    head, cloud = _measured(traced, decision.head_cut, decision.tail_cut, decision.k, options, (1, 32, 32))
+    return {"edge_head_mix": head, "cloud": cloud, "edge_demix_tail": _tail_seconds(traced, decision, options, (1, 32, 32))}
+
+
+def estimate(manifest: dict, times: dict, link) -> dict:
+    from datamix_cli.model.identity import model_name
+    from datamix_cli.pipeline.latency import response_bytes, stages
+    from datamix_cli.pipeline.uplink import wire_bytes_per_input
+
+    k, up = manifest["protocol"]["k"], manifest["split"]["uplink"]
+    sent = wire_bytes_per_input(model_name(manifest["model"]["source"]), up["codec"], tuple(up["shape"][1:]), k) * k
+    back = response_bytes(k, int(np.prod(manifest["split"]["downlink"]["shape"][1:])), 4)
+    return stages(times["edge_head_mix"], times["cloud"], times["edge_demix_tail"], sent, back, link)
+
+
+def measured(folder: Path, link: str, samples: int) -> dict:
+    report = json.loads(datamix("serve-local", str(folder), "--link", link, "--samples", str(samples), "--json"))
+    return {stage: values["p50"] / 1e3 for stage, values in report["latency_ms"].items()}
+
+
+def compare(est: dict, meas: dict) -> dict:
+    """Relative errors: edge, cloud, network (uplink + RTT + downlink, which the measurement splits differently)."""
+    network_est = est["uplink"] + est["rtt"] + est["downlink"]
+    network_meas = meas["uplink"] + meas["downlink"]
+    pairs = {"edge_head_mix": (est["edge_head_mix"], meas["edge_head_mix"]), "cloud": (est["cloud"], meas["cloud"]),
+             "network": (network_est, network_meas), "edge_demix_tail": (est["edge_demix_tail"], meas["edge_demix_tail"]),
+             "total": (est["total"], meas["total"])}
+    return {name: {"estimate_ms": 1e3 * e, "measured_ms": 1e3 * m, "relative_error": (e - m) / m if m else None} for name, (e, m) in pairs.items()}
+
+
+def decision(link: str, work: Path, samples: int) -> dict:
+    table = json.loads(datamix("profile", *MODEL, "--link", link, "--measure", "--objective", "latency", "--budget", "1", "--json"))["latency"]
+    rows = {r["cut"]: r for r in table["cuts"]}
+    flops = json.loads(datamix("profile", *MODEL, "--budget", "0.2", "--json"))["chosen"]["head_cut"]
+    chosen = table["chosen"]
+    folder = work / f"cut-{chosen}"
+    split(folder, "--head-cut", chosen, "--epochs", "0", "--formats", "onnx")
+    best = rows[chosen]["latency"]["total"]
+    return {"link": link, "chosen": chosen, "estimate_ms": 1e3 * best, "measured_ms": 1e3 * measured(folder, link, samples)["total"],
+            "flops_cut": flops, "flops_cut_estimate_ms": 1e3 * rows[flops]["latency"]["total"],
+            "edge_only_ms": 1e3 * table["baselines"]["edge_only"]["total"], "cloud_only_ms": 1e3 * table["baselines"]["cloud_only_uint8"]["total"],
+            "speedup_vs_flops_cut": rows[flops]["latency"]["total"] / best,
+            "speedup_vs_edge_only": table["baselines"]["edge_only"]["total"] / best,
+            "speedup_vs_cloud_only": table["baselines"]["cloud_only_uint8"]["total"] / best}
+
+
+def main() -> None:
+    from datamix_cli.pipeline.latency import parse_link
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--links", default="3g,4g,wifi")
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/datamix-latency"))
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    folder = args.work / "resnet-0.2"
+    manifest = split(folder, "--budget", "0.2", "--epochs", "1", "--formats", "onnx", "--edge-precision", "int8")
+    speed = int8_speed(folder, manifest, args.runs)
+    print(json.dumps(speed), flush=True)
+    rows = [("int8 edge head + tail, ResNet example (onnxruntime, 1 thread)",
+             f"fp32 {speed['fp32_ms']:.3f} ms, int8 {speed['int8_ms']:.3f} ms per group of {speed['k']}: {speed['speedup']:.2f}x; "
+             f"top-1 agreement {speed['top1_agreement']:.1%} on {speed['inputs']} held-out inputs", ">= 1.5x faster, agreement >= 99 %")]
+    times = part_times(manifest)
+    for link in args.links.split(","):
+        c = compare(estimate(manifest, times, parse_link(link)), measured(folder, link, args.samples))
+        print(json.dumps({"link": link, **c}), flush=True)
+        rows.append((f"latency estimate vs paced serve-local, ResNet example at layer1.0, {link}",
+                     "; ".join(f"{n} {v['estimate_ms']:.2f} vs {v['measured_ms']:.2f} ms ({100 * v['relative_error']:+.0f} %)" for n, v in c.items()),
+                     "end to end within 25 %"))
+    for link in args.links.split(","):
+        d = decision(link, args.work, args.samples)
+        print(json.dumps(d), flush=True)
+        rows.append((f"latency decision, ResNet example, {link}",
+                     f"latency-optimal cut {d['chosen']}: {d['estimate_ms']:.1f} ms estimated, {d['measured_ms']:.1f} ms measured; "
+                     f"{d['speedup_vs_flops_cut']:.2f}x vs the FLOPs cut {d['flops_cut']} ({d['flops_cut_estimate_ms']:.1f} ms), "
+                     f"{d['speedup_vs_edge_only']:.3f}x vs edge only ({d['edge_only_ms']:.2f} ms), {d['speedup_vs_cloud_only']:.2f}x vs cloud only ({d['cloud_only_ms']:.1f} ms)",
+                     "decision table (issue 19)"))
+    record(rows)
+
+
+if __name__ == "__main__":
+    main()
