@@ -34,6 +34,7 @@ POINTS = {  # name -> split options (ResNet example, Dirichlet k = 4 unless name
     "budget 0.2 + bottleneck 4 + mse 1e-3": ["--budget", "0.2", *BOTTLENECK, "--target-mse", "0.001"],
     "budget 0.2 + bottleneck 4 + mse 1e-2": ["--budget", "0.2", *BOTTLENECK, "--target-mse", "0.01"],
     "budget 0.2 + k 8 + mse 1e-3": ["--budget", "0.2", "--k", "8", "--target-mse", "0.001"],
+    "budget 0.2 + bottleneck 4 + k 8 + mse 1e-3": ["--budget", "0.2", *BOTTLENECK, "--k", "8", "--target-mse", "0.001"],
     "budget 0.2 + mu 2": ["--budget", "0.2", "--target-mu", "2"],
     "budget 0.2 + bottleneck 4 + mu 2": ["--budget", "0.2", *BOTTLENECK, "--target-mu", "2"],
 }
@@ -101,7 +102,7 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 5.5), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         mine = [r for r in rows if r["dataset"] == dataset]
-        points = sorted((max(r["ssim_advantage"] or 0.0, r["label_advantage"]), 100 * r["accuracy_loss"], r) for r in mine)
+        points = sorted(((max(r["ssim_advantage"] or 0.0, r["label_advantage"]), 100 * r["accuracy_loss"], r) for r in mine), key=lambda p: p[:2])
         for x, y, r in points:
             ax.scatter(x, y, s=30 + r["edge_fraction"] * 200, marker="o" if r["certificate"]["mse_bound_p5"] is None else "s")
             ax.annotate(r["point"], (x, y), fontsize=7)

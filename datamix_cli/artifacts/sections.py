@@ -61,6 +61,7 @@ class SplitSection(TypedDict):
     downlink: TensorSpec
     bottleneck: NotRequired[BottleneckRecord | None]  # schema 2
     uplink_search: NotRequired[dict]  # --max-uplink-bytes: the limit, every candidate tried, the one chosen
+    objective: NotRequired[dict]  # --objective/--link: the link, the chosen and the FLOPs budget's cut, their estimates
 
 
 class BottleneckRecord(TypedDict):
@@ -134,6 +135,7 @@ class ArtifactRecord(TypedDict):
     outputs: list[TensorSpec]
     max_abs_error: float
     tolerance: float
+    agreement: NotRequired[dict]  # formats verified by agreement (onnx_int8): top-1 agreement of the edge chain
 
 
 class FileRecord(TypedDict):

@@ -31,6 +31,8 @@ def profile(
     threads: int = typer.Option(1, "--threads", help="onnxruntime threads for the edge times (1: one phone core)."),
     device_speed: float = typer.Option(1.0, "--device-speed", help="The device is this many times as fast as this machine's edge runtime."),
     cloud_speedup: float = typer.Option(1.0, "--cloud-speedup", help="The cloud is this many times as fast as this machine."),
+    export_candidates: Path = typer.Option(None, "--export-candidates", help="Write every candidate head (with mixing), the tail (with de-mixing) and the whole model as ONNX, with candidates.json, to time on the real device."),
+    device_times: Path = typer.Option(None, "--device-times", help="The device's timings of those files (JSON {\"head\": {CUT: ms}, \"tail\": ms, \"whole\": ms} or CSV lines PART,ms): the edge stages of the --link estimate."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table."),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG of per-layer FLOPs with the cuts and the budget."),
 ) -> None:
@@ -50,6 +52,8 @@ def profile(
         uplink=uplink.value,
         latency=_latency_options(link, measure, threads, device_speed, cloud_speedup, uplink.value),
         objective=objective,
+        export_candidates=export_candidates,
+        device_times=device_times,
     )
     report = run_profile(config)
     if plot is not None:

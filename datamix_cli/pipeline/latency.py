@@ -162,6 +162,8 @@ class LatencyOptions:
     device_speed: float = 1.0  # the device is this many times as fast as this machine's edge runtime
     cloud_speedup: float = 1.0  # the cloud is this many times as fast as this machine
     uplink: str = "fp32"
+    # Seconds measured on the real device (read_device_times): {"head": {cut: s}, "tail": s, "whole": s or None}.
+    device_times: dict | None = None
 
     def check(self) -> None:
         for name, value in (("--threads", self.threads), ("--device-speed", self.device_speed), ("--cloud-speedup", self.cloud_speedup)):
@@ -191,13 +193,19 @@ def latency_table(model_spec: str, traced, profile, decision, options: LatencyOp
     cloud_group = torch_seconds(whole, (x,)) / options.cloud_speedup if not options.measure else None
     down = response_bytes(k, int(np.prod(tail.activation_shape)), 4)
     measured_tail = _tail_seconds(traced, decision, options, sample_shape) if options.measure else None
+    device = options.device_times
+    if device is not None and device.get("whole") is not None:
+        edge_whole = device["whole"]
     rows = []
     for cut in profile.cut_points:
-        if cut.position >= tail.position:
+        if cut.position >= tail.position or (device is not None and cut.name not in device["head"]):
             continue
         d = SplitDecision(cut, tail, k, profile.total_flops)
         up = wire_bytes_per_input(name, options.uplink, tuple(cut.activation_shape), k) * k
-        if options.measure:
+        if device is not None:  # the device's own times for the edge, this machine's (measured) for the cloud
+            head_s, tail_s = device["head"][cut.name], device["tail"]
+            cloud_s = _measured(traced, cut, tail, k, options, sample_shape)[1] if options.measure else cloud_group * d.cloud_flops / max(profile.total_flops, 1)
+        elif options.measure:
             head_s, cloud_s = _measured(traced, cut, tail, k, options, sample_shape)
             tail_s = measured_tail
         else:  # proportional to FLOPs: what --measure corrects
@@ -218,7 +226,8 @@ def latency_table(model_spec: str, traced, profile, decision, options: LatencyOp
     return {"link": link.to_dict(), "measured": options.measure, "threads": options.threads, "device_speed": options.device_speed,
             "cloud_speedup": options.cloud_speedup, "uplink_codec": options.uplink, "k": k, "cuts": rows, "baselines": baselines,
             "pareto": pareto(rows),
-            "times": "measured per part (ONNX edge, eager PyTorch cloud)" if options.measure else "whole model's time split by FLOPs share"}
+            "times": ("edge: measured on the device (--device-times)" if device is not None else
+                      "measured per part (ONNX edge, eager PyTorch cloud)" if options.measure else "whole model's time split by FLOPs share")}
 
 
 def _classes(traced, sample_shape) -> int:
@@ -265,3 +274,77 @@ def manifest_record(table: dict) -> dict:
             "chosen": table["chosen"], "flops_choice": table["flops_choice"], "estimate_s": row[table["chosen"]]["latency"],
             "flops_choice_estimate_s": row[table["flops_choice"]]["latency"], "edge_only_s": table["baselines"]["edge_only"]["total"],
             "cloud_only_uint8_s": table["baselines"]["cloud_only_uint8"]["total"], "pareto": table["pareto"]}
+
+
+def candidate_cuts(profile, decision) -> list:
+    """The head cuts a latency objective may choose: before the tail, with at least one layer in the head."""
+    return [c for c in profile.cut_points if c.position < decision.tail_cut.position and c.flops_prefix > 0]
+
+
+def export_candidates(traced, profile, decision, sample_shape: tuple[int, ...], folder: Path) -> dict:
+    """Every candidate head (with mixing) and the tail (with de-mixing) as standalone ONNX files at batch k, the
+    whole model at batch 1, and ``candidates.json`` naming them, to time on the real device (e.g. with
+    onnxruntime_perf_test) and read back with ``--device-times``."""
+    import json
+
+    import torch
+
+    from datamix_cli.protocol.edge_modules import HeadWithMix, TailWithDemix
+    from exporters import get_exporter
+    from partitioners.partition import partition
+
+    onnx, k = get_exporter("onnx"), decision.k
+    folder.mkdir(parents=True, exist_ok=True)
+    x, c = torch.rand(k, *sample_shape), torch.eye(k)
+    heads = []
+    for i, cut in enumerate(candidate_cuts(profile, decision)):
+        parts = partition(traced, cut, decision.tail_cut)
+        onnx.export(HeadWithMix(parts.head).eval(), (x, c), folder / f"head-{i:02d}.onnx", ["x", "C"], "mixtures")
+        heads.append({"cut": cut.name, "file": f"head-{i:02d}.onnx", "inputs": {"x": [k, *sample_shape], "C": [k, k]}})
+    parts = partition(traced, decision.head_cut, decision.tail_cut)
+    with torch.no_grad():
+        z = parts.cloud(parts.head(x))
+    onnx.export(TailWithDemix(parts.tail).eval(), (z, c), folder / "tail.onnx", ["cloud_out", "C_inv"], "scores")
+    onnx.export(traced.module.eval(), (x[:1],), folder / "whole.onnx", ["x"], "scores")
+    listing = {"k": k, "tail_cut": decision.tail_cut.name, "heads": heads,
+               "tail": {"file": "tail.onnx", "inputs": {"cloud_out": list(z.shape), "C_inv": [k, k]}},
+               "whole": {"file": "whole.onnx", "inputs": {"x": [1, *sample_shape]}},
+               "device_times": "time each file on the device, then write {\"unit\": \"ms\", \"head\": {CUT: ms, ...}, \"tail\": ms, "
+                               "\"whole\": ms} (or CSV lines PART,ms with PART a cut, tail or whole) for --device-times"}
+    (folder / "candidates.json").write_text(json.dumps(listing, indent=2) + "\n")
+    return listing
+
+
+def read_device_times(path: Path, profile, decision) -> dict:
+    """Device timings (JSON or CSV, milliseconds) as seconds, checked against the model's cuts: every named cut must
+    be a candidate head cut, the tail must be given, and so must the cut the FLOPs budget (or --head-cut) chose."""
+    import csv
+    import json
+
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --device-times {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if text.lstrip().startswith("{") else None
+        if data is None:
+            rows = [r for r in csv.reader(text.splitlines()) if r and not r[0].startswith("#") and r[0].strip().lower() != "part"]
+            data = {"head": {r[0].strip(): float(r[1]) for r in rows if r[0].strip() not in ("tail", "whole")},
+                    **{r[0].strip(): float(r[1]) for r in rows if r[0].strip() in ("tail", "whole")}}
+        head, tail, whole = dict(data.get("head") or {}), data.get("tail"), data.get("whole")
+        values = [*head.values(), tail] + ([whole] if whole is not None else [])
+        if tail is None or not all(isinstance(v, (int, float)) and v > 0 and np.isfinite(v) for v in values):
+            raise ValueError("the tail's time and every time must be positive numbers")
+    except (ValueError, IndexError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"--device-times {path}: {exc} (JSON {{\"head\": {{CUT: ms}}, \"tail\": ms, \"whole\": ms}} or CSV lines PART,ms)") from None
+    known = {c.name for c in candidate_cuts(profile, decision)}
+    unknown = sorted(set(head) - known)
+    if unknown:
+        raise ConfigError(f"--device-times names cuts the model has no candidate head at: {', '.join(unknown)}")
+    if decision.head_cut.name not in head:
+        raise ConfigError(f"--device-times misses the chosen cut {decision.head_cut.name!r}")
+    unit = data.get("unit", "ms")
+    if unit not in ("ms", "s"):
+        raise ConfigError(f"--device-times {path}: unit must be ms or s, got {unit!r}")
+    scale = 1e-3 if unit == "ms" else 1.0
+    return {"head": {cut: ms * scale for cut, ms in head.items()}, "tail": tail * scale, "whole": None if whole is None else whole * scale}

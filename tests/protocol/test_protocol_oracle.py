@@ -94,7 +94,10 @@ def test_the_oracle_split_exports_every_registered_format(affine_split):
         assert formats_for(manifest, role) == set(registered_names(role)), role
 
 
-@pytest.mark.parametrize(("name", "cloud_format"), [(edge, cloud) for edge in registered_names("head") for cloud in registered_names("cloud")])
+EXACT = [name for name in registered_names("head") if getattr(get_exporter(name), "verification", "tolerance") == "tolerance"]  # int8: by agreement
+
+
+@pytest.mark.parametrize(("name", "cloud_format"), [(edge, cloud) for edge in EXACT for cloud in registered_names("cloud")])
 def test_exported_chain_with_fresh_random_c_equals_the_unsplit_model(affine_split, oracle, held_out, name, cloud_format):
     manifest = load_manifest(affine_split)
     exporter = get_exporter(name)

@@ -308,7 +308,7 @@ def test_serve_local_agrees_with_pytorch(small_split, runtime):
     # probability ~1e-6 and 9 errors (< 0.8) ~1e-6: no chance failure, while a broken path sits near 10 %.
     assert report["agreement_with_unmixed"] >= 0.85 and report["agreement_with_original"] >= 0.85, report
     assert report["accuracy"] >= 0.8, report
-    assert set(report["latency_ms"]) == {"edge_head_mix", "uplink", "cloud", "downlink", "edge_demix_tail"}
+    assert set(report["latency_ms"]) == {"edge_head_mix", "uplink", "cloud", "downlink", "edge_demix_tail", "total"}
     manifest = load_manifest(small_split)
     # 41 samples are padded to 44 with decoys; every mixture is sent once.
     assert report["bytes_up_per_sample"] == pytest.approx(44 / 41 * manifest.split["uplink"]["bytes_per_sample"])
