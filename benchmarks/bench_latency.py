@@ -1,8 +1,9 @@
 """Latency on a link, estimated and measured, and int8 edge parts against fp32, for the ResNet example on digits.
 
     .venv/bin/python benchmarks/bench_latency.py [--links 3g,4g,wifi] [--samples 64] [--runs 300] [--work DIR]
+        [--int8-budgets 0.2,0.5] [--int8-only]
 
-1. int8 speed: the split (budget 0.2, one seeded epoch, `--edge-precision int8`) runs its fp32 and int8 ONNX head
+1. int8 speed: each split (per budget, one seeded epoch, `--edge-precision int8`) runs its fp32 and int8 ONNX head
    and tail on onnxruntime with one thread, alternating, in this one process; the median of each and the ratio,
    with the int8 chain's top-1 agreement from the manifest.
 2. Estimate accuracy: per link preset, the estimate of `profile --link` for the split's cut (its parts measured:
@@ -132,19 +133,29 @@ def main() -> None:
     from datamix_cli.pipeline.latency import parse_link
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--links", default="3g,4g,wifi")
+    parser.add_argument("--links", default="3g,4g,wifi")  # the int8 speed runs first, on --int8-budgets
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--work", type=Path, default=Path("/tmp/datamix-latency"))
+    parser.add_argument("--int8-budgets", default="0.2", help="budgets whose splits the int8 speed is measured on")
+    parser.add_argument("--int8-only", action="store_true", help="measure the int8 speed and stop")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for budget in args.int8_budgets.split(","):
+        out = args.work / f"resnet-{budget}"
+        found = split(out, "--budget", budget, "--epochs", "1", "--formats", "onnx", "--edge-precision", "int8")
+        speed = int8_speed(out, found, args.runs)
+        print(json.dumps({"budget": budget, "head_cut": found["split"]["head_cut"], **speed}), flush=True)
+        rows.append((f"int8 edge head + tail, ResNet example, budget {budget} (cut {found['split']['head_cut']}; onnxruntime, 1 thread)",
+                     f"fp32 {speed['fp32_ms']:.3f} ms, int8 {speed['int8_ms']:.3f} ms per group of {speed['k']}: {speed['speedup']:.2f}x; "
+                     f"top-1 agreement {speed['top1_agreement']:.1%} on {speed['inputs']} held-out inputs", ">= 1.5x faster, agreement >= 99 %"))
+    if args.int8_only:
+        record(rows)
+        return
     folder = args.work / "resnet-0.2"
-    manifest = split(folder, "--budget", "0.2", "--epochs", "1", "--formats", "onnx", "--edge-precision", "int8")
-    speed = int8_speed(folder, manifest, args.runs)
-    print(json.dumps(speed), flush=True)
-    rows = [("int8 edge head + tail, ResNet example (onnxruntime, 1 thread)",
-             f"fp32 {speed['fp32_ms']:.3f} ms, int8 {speed['int8_ms']:.3f} ms per group of {speed['k']}: {speed['speedup']:.2f}x; "
-             f"top-1 agreement {speed['top1_agreement']:.1%} on {speed['inputs']} held-out inputs", ">= 1.5x faster, agreement >= 99 %")]
+    manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").exists() else split(
+        folder, "--budget", "0.2", "--epochs", "1", "--formats", "onnx", "--edge-precision", "int8")
     times = part_times(manifest)
     for link in args.links.split(","):
         c = compare(estimate(manifest, times, parse_link(link)), measured(folder, link, args.samples))

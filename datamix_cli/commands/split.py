@@ -43,7 +43,7 @@ def split(
     max_uplink_bytes: int = typer.Option(None, "--max-uplink-bytes", help="Send at most this many bytes per input on the wire (HTTP included, one group per request): searches cut × bottleneck × codec within --budget for the best validation accuracy, then fine-tunes the winner.", rich_help_panel=WIRE),
     uplink: UplinkCodec = typer.Option(UplinkCodec.fp32, "--uplink", help="Codec of the mixtures on the wire, after mixing and noise: fp32, fp16, or int8 (a scale and zero point per mixture; trained with).", rich_help_panel=WIRE, case_sensitive=False),
     downlink: DownlinkCodec = typer.Option(DownlinkCodec.fp32, "--downlink", help="Codec of the cloud outputs on the way back: fp32 or fp16 (trained with).", rich_help_panel=WIRE, case_sensitive=False),
-    preset: Preset = typer.Option(Preset.default, "--preset", help="default, or private: the sweep's most private protocol within 3 points of accuracy (docs/audit.md); explicit options win.", rich_help_panel=PROTOCOL, case_sensitive=False),
+    preset: Preset = typer.Option(Preset.default, "--preset", help="default, or private: k 8 and noise calibrated to a certified MSE of 1e-3, the privacy frontier's point closest to its target (costs 14 points on digits, none on faces; docs/audit.md); explicit options win.", rich_help_panel=PROTOCOL, case_sensitive=False),
     k: int = typer.Option(None, "--k", help="Group size: inputs mixed together (2..64). Default 4.", rich_help_panel=PROTOCOL),
     mixing: MixingDistribution = typer.Option(None, "--mixing", help="Distribution of C: dirichlet (rows ~ Dirichlet(alpha), cond <= kappa-max) or orthogonal (Haar, cond 1, any k). Default dirichlet.", rich_help_panel=PROTOCOL, case_sensitive=False),
     alpha: float = typer.Option(None, "--alpha", help="Dirichlet concentration of the rows of C (> 0). Default 1.", rich_help_panel=PROTOCOL),
@@ -96,14 +96,19 @@ def split(
     from datamix_cli.training.finetune import FinetuneConfig
 
     value = lambda option: None if option is None else option.value  # noqa: E731
-    target = PrivacyTarget(target_mse, target_mu, clip_norm)
-    if target.active:  # the targets set the noise: a preset's relative noise gives way, an explicit one is a conflict
-        given = [name for name, option in (("--noise", noise), ("--noise-relative", noise_relative)) if option]
-        if given and (target_mse is not None or target_mu is not None):
-            raise ConfigError(f"{' and '.join(given)} conflict with --target-mse/--target-mu, which set the noise themselves")
-        noise_relative = 0.0 if noise_relative is None else noise_relative
+    given = [name for name, option in (("--noise", noise), ("--noise-relative", noise_relative)) if option]
+    if given and (target_mse is not None or target_mu is not None):
+        raise ConfigError(f"{' and '.join(given)} conflict with --target-mse/--target-mu, which set the noise themselves")
     o = resolve(preset.value, {"k": k, "mixing": value(mixing), "alpha": alpha, "kappa_max": kappa_max, "noise": noise,
-                               "noise_relative": noise_relative, "shuffle": shuffle, "cut_features": value(cut_features), "adversarial": adversarial})
+                               "noise_relative": noise_relative, "shuffle": shuffle, "cut_features": value(cut_features), "adversarial": adversarial,
+                               "target_mse": target_mse, "bottleneck": bottleneck})
+    if target_mse is None and (noise is not None or noise_relative is not None or target_mu is not None):
+        o["target_mse"] = None  # noise options given explicitly win over a preset's target
+    if bottleneck is None and (max_uplink_bytes is not None or link is not None):
+        o["bottleneck"] = None  # the uplink search and the latency objective choose what is sent themselves
+    target = PrivacyTarget(o["target_mse"], target_mu, clip_norm)
+    if target.active:  # the targets set the noise: a preset's relative noise gives way
+        o["noise_relative"] = 0.0 if noise_relative is None else noise_relative
     config = SplitConfig(
         source=model_source(model, weights, trust_pickle, model_kwargs),
         data=data,
@@ -115,7 +120,7 @@ def split(
         cut_features=o["cut_features"],
         mixing=MixingConfig(k=o["k"], alpha=o["alpha"], kappa_max=o["kappa_max"], shuffle=o["shuffle"], noise_sigma=o["noise"],
                             distribution=o["mixing"], noise_relative=o["noise_relative"], uplink=uplink.value, downlink=downlink.value),
-        bottleneck=BottleneckConfig(bottleneck, bottleneck_stride),
+        bottleneck=BottleneckConfig(o["bottleneck"], bottleneck_stride),
         max_uplink_bytes=max_uplink_bytes,
         privacy=target,
         objective=objective,
