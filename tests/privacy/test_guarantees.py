@@ -86,6 +86,11 @@ def test_target_mse_is_met_on_held_out_inputs_by_the_frozen_head_that_ships(tmp_
     assert recorded["target"] == target and recorded["share_met"] >= 0.95, recorded
     audited = certify(Scene(tmp_path / "mse", samples=64))
     assert audited["target_mse"]["share_met"] >= 0.95 and audited["mse_bound"]["p5"] >= target * 0.99
+    # Served end to end: the client draws the noise on the device with the manifest's sigma, the one certified.
+    from datamix_cli.serving.loopback import LoopbackConfig, run_serve_local
+
+    served = run_serve_local(LoopbackConfig(tmp_path / "mse", samples=32, seed=0))
+    assert served["passed"], served["agreement"]
     original = [t for t in torch.load(small_cnn_weights).values() if t.dtype.is_floating_point]
     head = SplitFolder(tmp_path / "mse").module("head")
     for name, value in head.state_dict().items():
@@ -110,6 +115,10 @@ def test_the_label_attack_stays_under_the_gdp_bound_at_two_mu(tmp_path, small_cn
         report = audited(tmp_path / f"mu{mu}")
         gdp = report["certificate"]["gdp"]
         assert gdp["mu"] == pytest.approx(mu) and gdp["mu_realised"]["max"] <= mu + 1e-9
+        if mu == 1.0:  # the clipping head serves end to end (ONNX head artifact, noise drawn by the client)
+            from datamix_cli.serving.loopback import LoopbackConfig, run_serve_local
+
+            assert run_serve_local(LoopbackConfig(tmp_path / f"mu{mu}", samples=32, seed=0))["passed"]
         label = gdp["attacks"]["label_accuracy"]
         allowance = 3 * math.sqrt(label["bound"] * (1 - label["bound"]) / label["samples"])
         assert label["rate"] <= label["bound"] + allowance, label
