@@ -42,6 +42,14 @@ class PrivacyTarget:
             raise ConfigError("--clip-norm without noise bounds nothing: give --target-mu, --target-mse or --noise")
 
 
+def first_inputs(x) -> np.ndarray:
+    """The training inputs the clip norm and the calibration read, and no more: an image folder is read lazily."""
+    from datamix_cli.privacy.calibration import CALIBRATION_INPUTS
+    from datamix_cli.protocol.clipping import CLIP_SAMPLES
+
+    return np.asarray(x[: max(CALIBRATION_INPUTS, CLIP_SAMPLES)])
+
+
 def apply(target: PrivacyTarget, mixing, training, parts, train_x: np.ndarray, report) -> tuple[object, object, object, dict]:
     """(mixing, training, parts, the manifest's ``privacy`` section) with the clipping put in the head and the
     noise set by the targets; ``parts`` as they will be fine-tuned (after the bottleneck, if any)."""

@@ -266,7 +266,7 @@ def _finetune(config: SplitConfig, prepared: _Prepared, data: _Data, parts, cut_
     """Accuracy before, the bottleneck and the privacy mechanism put in, mixing-aware fine-tuning, accuracy after:
     (trained, the parts that ship, the configuration with the calibrated noise, the manifest's privacy section);
     trained is None on ranks other than 0."""
-    from datamix_cli.pipeline.privacy import apply, section
+    from datamix_cli.pipeline.privacy import apply, first_inputs, section
     from datamix_cli.protocol.bottleneck import PCA_SAMPLES, insert
     from datamix_cli.training.evaluation import accuracy, on_device, predict_mixed
     from datamix_cli.training.finetune import finetune, frozen_copy
@@ -283,7 +283,7 @@ def _finetune(config: SplitConfig, prepared: _Prepared, data: _Data, parts, cut_
         report(f"bottleneck: {config.bottleneck.channels} channels, stride {config.bottleneck.stride}; its PCA start keeps {kept:.1%} of the cut's variance")
     privacy = section(config.mixing, None)
     if config.privacy.active:
-        mixing, training, parts, privacy = apply(config.privacy, config.mixing, config.training, parts, np.asarray(data.train.x), report)
+        mixing, training, parts, privacy = apply(config.privacy, config.mixing, config.training, parts, first_inputs(data.train.x), report)
         config = replace(config, mixing=mixing, training=training)
     with on_device(parts, prepared.original, device):  # back on the CPU before anything is exported
         if config.privacy.active and not config.bottleneck.active:  # naive mixing under the noise that ships
