@@ -122,6 +122,17 @@ def label_advantage(r: dict) -> float:
     return max(values) if values else float("nan")
 
 
+def pareto_front(points) -> list[tuple]:
+    """(x, y) of the points, sorted by x, that no point with a smaller x beats on y: no other setting is both more
+    private (smaller x, the attack's advantage) and more accurate (smaller y, the loss)."""
+    front, lowest = [], float("inf")
+    for x, y, *_ in points:
+        if y < lowest:
+            front.append((x, y))
+            lowest = y
+    return front
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -139,11 +150,7 @@ def plot(rows: list[dict], path: Path) -> None:
             for x, y, name in points:
                 ax.scatter(x, y, s=40)
                 ax.annotate(name, (x, y), fontsize=7)
-            front, lowest = [], float("inf")  # Pareto front: no other setting is both more private and more accurate
-            for x, y, _ in points:
-                if y < lowest:
-                    front.append((x, y))
-                    lowest = y
+            front = pareto_front(points)
             if front:
                 ax.plot(*zip(*front), color="black", linewidth=1, label="Pareto front")
             ax.axhline(100 * ACCURACY_LOSS_MAX, color="red", linestyle="--", linewidth=1, label="3-point accuracy budget")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import record  # noqa: E402
-from bench_audit import advantages, datamix, label_advantage, slug, split  # noqa: E402
+from bench_audit import advantages, datamix, label_advantage, pareto_front, slug, split  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BOTTLENECK = ["--bottleneck", "4"]
@@ -127,12 +127,7 @@ def plot(rows: list[dict], path: Path) -> None:
         for x, y, r in points:
             ax.scatter(x, y, s=30 + r["edge_fraction"] * 200, marker="o" if r["certificate"]["mse_bound_p5"] is None else "s")
             ax.annotate(r["point"], (x, y), fontsize=7)
-        front, lowest = [], float("inf")
-        for x, y, _ in points:
-            if y < lowest:
-                front.append((x, y))
-                lowest = y
-        ax.plot(*zip(*front), color="black", linewidth=1, label="Pareto front")
+        ax.plot(*zip(*pareto_front(points)), color="black", linewidth=1, label="Pareto front")
         ax.axhline(100 * LOSS_MAX, color="red", linestyle="--", linewidth=1, label="3-point accuracy budget")
         ax.axvline(LABEL_MAX, color="green", linestyle=":", linewidth=1, label="target (label adv 0.10; SSIM adv 0.05)")
         ax.set_xlabel("best attack's advantage over chance (larger of SSIM and label accuracy)")

@@ -14,7 +14,6 @@ Targets (issue 3), all on this machine, same run:
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,14 +45,10 @@ def run_split(out: Path, kappa: float) -> tuple[float, dict]:
 
 
 def median_ms(run, inputs, repeat: int) -> float:
-    for _ in range(10):
-        run(*inputs)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run(*inputs)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    """Median ms of ``run(*inputs)`` over ``repeat`` runs after 10 warm-up runs (the library's timer)."""
+    from datamix_cli.pipeline.latency import median_s
+
+    return median_s(run, tuple(inputs), runs=repeat, warmup=10) * 1e3
 
 
 def edge_timing(manifest, folder: Path, repeat: int) -> dict:

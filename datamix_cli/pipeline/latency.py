@@ -204,7 +204,7 @@ def latency_table(model_spec: str, traced, profile, decision, options: LatencyOp
         up = wire_bytes_per_input(name, options.uplink, tuple(cut.activation_shape), k) * k
         if device is not None:  # the device's own times for the edge, this machine's (measured) for the cloud
             head_s, tail_s = device["head"][cut.name], device["tail"]
-            cloud_s = _measured(traced, cut, tail, k, options, sample_shape)[1] if options.measure else cloud_group * d.cloud_flops / max(profile.total_flops, 1)
+            cloud_s = _measured(traced, cut, tail, k, options, sample_shape, head=False)[1] if options.measure else cloud_group * d.cloud_flops / max(profile.total_flops, 1)
         elif options.measure:
             head_s, cloud_s = _measured(traced, cut, tail, k, options, sample_shape)
             tail_s = measured_tail
@@ -237,8 +237,9 @@ def _classes(traced, sample_shape) -> int:
         return int(traced(torch.zeros(1, *sample_shape)).reshape(1, -1).shape[1])
 
 
-def _measured(traced, cut, tail, k: int, options: LatencyOptions, sample_shape) -> tuple[float, float]:
-    """Head + mix on the edge runtime and the cloud part in PyTorch, for one group of k."""
+def _measured(traced, cut, tail, k: int, options: LatencyOptions, sample_shape, head: bool = True) -> tuple[float, float]:
+    """Head + mix on the edge runtime (0 with ``head=False``: the device's own time is used) and the cloud part in
+    PyTorch, for one group of k."""
     import torch
 
     from datamix_cli.protocol.edge_modules import HeadWithMix
@@ -247,7 +248,7 @@ def _measured(traced, cut, tail, k: int, options: LatencyOptions, sample_shape) 
     parts = partition(traced, cut, tail)
     x = torch.rand(k, *sample_shape)
     c = torch.full((k, k), 1.0 / k) + torch.eye(k)
-    head_s = onnx_seconds(HeadWithMix(parts.head), (x, c), options.threads) / options.device_speed
+    head_s = onnx_seconds(HeadWithMix(parts.head), (x, c), options.threads) / options.device_speed if head else 0.0
     with torch.no_grad():
         m = parts.head(x)
     return head_s, torch_seconds(parts.cloud, (m,)) / options.cloud_speedup
