@@ -47,16 +47,17 @@ def split(out: Path, *extra: str) -> dict:
     return json.loads((out / "manifest.json").read_text())
 
 
-def int8_speed(folder: Path, manifest: dict, runs: int) -> dict:
-    """Median ms of head(x, C) + tail(z, C⁻¹) per group for fp32 and int8 ONNX, alternating run by run."""
+def int8_speed(folder: Path, manifest: dict, runs: int, runtime: str = "onnx") -> dict:
+    """Median ms of head(x, C) + tail(z, C⁻¹) per group for fp32 and int8 on ``runtime`` (onnx or tflite, one
+    thread), alternating run by run."""
     from exporters import get_exporter
 
     k = manifest["protocol"]["k"]
     x = np.load(folder / "test_vectors.npz")
     inputs = (x["x"], x["C"]), (x["cloud_out"], x["C_inv"])
     chains = {}
-    for fmt, suffix in (("fp32", ".onnx"), ("int8", ".int8.onnx")):
-        exporter = get_exporter("onnx" if fmt == "fp32" else "onnx_int8")
+    for fmt, suffix in (("fp32", f".{runtime}"), ("int8", f".int8.{runtime}")):
+        exporter = get_exporter(runtime if fmt == "fp32" else f"{runtime}_int8")
         chains[fmt] = (exporter.load(folder / f"edge/head{suffix}", 1), exporter.load(folder / f"edge/tail{suffix}", 1))
     times = {fmt: [] for fmt in chains}
     for i in range(runs + 20):
@@ -67,7 +68,7 @@ def int8_speed(folder: Path, manifest: dict, runs: int) -> dict:
             if i >= 20:  # warm-up
                 times[fmt].append(time.perf_counter() - start)
     fp32, int8 = (statistics.median(times[f]) * 1e3 for f in ("fp32", "int8"))
-    agreement = next(a["agreement"] for a in manifest["artifacts"] if a["format"] == "onnx_int8")
+    agreement = next(a["agreement"] for a in manifest["artifacts"] if a["format"] == f"{runtime}_int8")
     return {"k": k, "fp32_ms": fp32, "int8_ms": int8, "speedup": fp32 / int8, "top1_agreement": agreement["top1"], "inputs": agreement["inputs"]}
 
 
@@ -144,18 +145,19 @@ def main() -> None:
     rows = []
     for budget in args.int8_budgets.split(","):
         out = args.work / f"resnet-{budget}"
-        found = split(out, "--budget", budget, "--epochs", "1", "--formats", "onnx", "--edge-precision", "int8")
-        speed = int8_speed(out, found, args.runs)
-        print(json.dumps({"budget": budget, "head_cut": found["split"]["head_cut"], **speed}), flush=True)
-        rows.append((f"int8 edge head + tail, ResNet example, budget {budget} (cut {found['split']['head_cut']}; onnxruntime, 1 thread)",
-                     f"fp32 {speed['fp32_ms']:.3f} ms, int8 {speed['int8_ms']:.3f} ms per group of {speed['k']}: {speed['speedup']:.2f}x; "
-                     f"top-1 agreement {speed['top1_agreement']:.1%} on {speed['inputs']} held-out inputs", ">= 1.5x faster, agreement >= 99 %"))
+        found = split(out, "--budget", budget, "--epochs", "1", "--formats", "onnx,tflite", "--edge-precision", "int8", "--allow-mismatch")
+        for runtime, engine in (("onnx", "onnxruntime"), ("tflite", "ai-edge-litert")):
+            speed = int8_speed(out, found, args.runs, runtime)
+            print(json.dumps({"budget": budget, "runtime": runtime, "head_cut": found["split"]["head_cut"], **speed}), flush=True)
+            rows.append((f"int8 edge head + tail, ResNet example, budget {budget} (cut {found['split']['head_cut']}; {engine}, 1 thread)",
+                         f"fp32 {speed['fp32_ms']:.3f} ms, int8 {speed['int8_ms']:.3f} ms per group of {speed['k']}: {speed['speedup']:.2f}x; "
+                         f"top-1 agreement {speed['top1_agreement']:.1%} on {speed['inputs']} held-out inputs", ">= 1.5x faster, agreement >= 99 %"))
     if args.int8_only:
         record(rows)
         return
     folder = args.work / "resnet-0.2"
     manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").exists() else split(
-        folder, "--budget", "0.2", "--epochs", "1", "--formats", "onnx", "--edge-precision", "int8")
+        folder, "--budget", "0.2", "--epochs", "1", "--formats", "onnx,tflite", "--edge-precision", "int8", "--allow-mismatch")
     times = part_times(manifest)
     for link in args.links.split(","):
         c = compare(estimate(manifest, times, parse_link(link)), measured(folder, link, args.samples))

@@ -4,7 +4,9 @@ The fp32 ONNX export is quantized by ``onnxruntime.quantization.quantize_static`
 output channel, activations uint8 (the u8s8 kernels x86 and ARM run fastest; s8s8 took 10x longer here),
 ranges from min-max calibration over inputs the caller gives (the fine-tuning data, mixed as the protocol mixes).
 The nodes that read the mixing matrix (C in the head, C⁻¹ in the tail) stay fp32, and so do the artifact's
-inputs and outputs: the protocol is unchanged.
+inputs and outputs: the protocol is unchanged. Matrix products (a classifier's Gemm) read int8 but write fp32:
+rounding the logits to uint8 steps flips the top-1 of near ties (the ResNet example's chain agreed on 98.9 % of
+held-out inputs with quantized logits, 99.2 % without).
 
 Quantized outputs differ from PyTorch by design, so this format is verified by agreement, not by a tolerance:
 ``verification = "agreement"`` tells the export loop to check the top-1 agreement of the whole edge chain
@@ -56,7 +58,8 @@ class OnnxInt8Exporter(OnnxExporter):
                 try:
                     quant_pre_process(str(fp32), str(prepared))
                     quantize_static(str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep)
+                                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep,
+                                    extra_options={"OpTypesToExcludeOutputQuantization": ["Gemm", "MatMul"]})
                 except Exception as exc:
                     raise ExportFailedError(f"int8 quantization of {path.name} failed: {exc}; export fp32 or fp16 instead\n{log()[-1000:]}") from exc
 

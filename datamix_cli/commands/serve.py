@@ -11,7 +11,7 @@ from datamix_cli.options import Runtime
 
 FOLDER = typer.Argument(..., help="A split folder written by `datamix split`.", show_default=False)
 RUNTIME = typer.Option(Runtime.onnx, "--runtime", help="Edge runtime: onnx, tflite (or torchscript, the PyTorch reference).", case_sensitive=False)
-PRECISION = typer.Option("fp32", "--precision", help="Edge artifacts' precision: fp32, or int8 (ONNX only; a split made with --edge-precision int8).")
+PRECISION = typer.Option("fp32", "--precision", help="Edge artifacts' precision: fp32, or int8 (a split made with --edge-precision int8).")
 
 
 

@@ -224,12 +224,12 @@ class EdgeResult:
 
 
 def edge_format(runtime: str, precision: str) -> str:
-    """The artifact format ``runtime`` runs at ``precision`` (fp32, or int8: ONNX only)."""
+    """The artifact format ``runtime`` runs at ``precision`` (fp32 or int8)."""
     if precision == "fp32":
         return runtime
-    if precision == "int8" and runtime == "onnx":
-        return "onnx_int8"
-    raise ConfigError(f"--precision {precision} with --runtime {runtime}: int8 edge artifacts exist for onnx only (fp16 not built); use fp32")
+    if precision == "int8":
+        return f"{runtime}_int8"
+    raise ConfigError(f"--precision must be fp32 or int8, got {precision!r} (fp16 edge artifacts are not built yet)")
 
 
 class EdgeClient:

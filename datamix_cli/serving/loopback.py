@@ -31,7 +31,7 @@ AGREEMENT_REQUIRED = 0.995
 class LoopbackConfig:
     folder: Path
     runtime: str = "onnx"
-    precision: str = "fp32"  # int8: the split's int8 ONNX edge parts
+    precision: str = "fp32"  # int8: the split's int8 edge parts for runtime
     seed: int | None = None  # seeds the client's C, decoys and noise (tests only; None: OS entropy)
     samples: int = 200
     data: str | None = None

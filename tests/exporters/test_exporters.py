@@ -34,9 +34,9 @@ def cloud_case():
 
 
 # format -> the roles it is used for in a split
-# onnx_int8 is verified by agreement on a trained split, not by a tolerance: tests/exporters/test_onnx_int8.py.
+# The int8 formats are verified by agreement on a trained split, not by a tolerance: tests/exporters/test_int8.py.
 CASES = {"onnx": [head_case, tail_case], "tflite": [head_case, tail_case], "torchscript": [cloud_case], "pt2": [cloud_case], "aoti": [cloud_case],
-         "onnx_int8": []}
+         "onnx_int8": [], "tflite_int8": []}
 
 
 def test_every_registered_exporter_has_a_test():

@@ -253,3 +253,29 @@ def test_int8_split_through_real_triton_and_tritonclient(codec_split, codec_trit
         assert out.dtype == np.float16
         expected = cloud((q.astype(np.float32) - params[:, 1, None, None, None]) * params[:, 0, None, None, None])
         np.testing.assert_allclose(out.astype(np.float32), expected, rtol=1e-3, atol=1e-3, err_msg=backend)
+
+
+class _Vectors:
+    def __init__(self, mixtures):
+        self.mixtures = mixtures
+
+    def test_vectors(self):
+        return {"mixtures": self.mixtures}
+
+
+@pytest.mark.parametrize("slip, caught", [(3e-7, False), (2e-3, True)])
+def test_the_triton_check_forgives_the_fp16_downlink_its_own_rounding_only(slip, caught):
+    """Values near 1 (fp16 step 2^-10): a relative fp32 slip of 3e-7 moves some across a rounding boundary, one
+    step (9.8e-4, far over the 1e-4 tolerance) apart on the wire; a slip of 2e-3 is two steps and more, a real
+    error. A cloud part of squares keeps every value in [0.8, 1.9]."""
+    from datamix_cli.protocol.codecs import CODECS, decode, encode
+    from datamix_cli.serving.deploy.triton import ATOL, _verify
+
+    up, down = CODECS["fp32"], CODECS["fp16"]
+    mixtures = np.random.default_rng(0).uniform(0.9, 1.35, (8, 3, 4, 4)).astype(np.float32)
+    cloud = lambda x: np.clip(x, 0.9, 1.35) ** 2  # the check also sends random normal batches: clip them in range
+    wire = lambda y: decode(down, *encode(down, y.astype(np.float32)))
+    flips = np.mean(wire(cloud(mixtures)) != wire(cloud(mixtures) * (1 + slip)))
+    error = _verify(lambda x: wire(cloud(x) * (1 + slip)), lambda x: wire(cloud(x)), _Vectors(mixtures), (3, 4, 4), 4, up, down)
+    assert (error > ATOL) == caught, (error, flips)
+    assert flips > 0  # the slip does cross boundaries: without the step allowance, both would fail

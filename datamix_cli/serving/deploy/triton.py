@@ -140,7 +140,7 @@ def export_triton(config: TritonConfig) -> TritonResult:
         version.mkdir(parents=True)
         path = version / filename
         run = _write_model(config.backend, parts, program, path, names, output_name, up, codec, down_codec)
-        error = _verify(run, _on_the_wire(reference, codec, down_codec), parts, tuple(up["shape"][1:]), k, codec)
+        error = _verify(run, _on_the_wire(reference, codec, down_codec), parts, tuple(up["shape"][1:]), k, codec, down_codec)
         if not error <= ATOL:
             raise VerificationError(f"{path.name} differs from the PyTorch cloud part by {error:.3g} > {ATOL:g}")
         inputs = [(names[0], codec.datatype, up["shape"][1:])] + [(n, "FP32", [codec.params]) for n in names[1:]]
@@ -225,12 +225,19 @@ def _on_the_wire(reference, codec, down_codec):
     return run
 
 
-def _verify(run, reference, parts, sample_shape: tuple, k: int, codec) -> float:
-    """Max abs error on the split's test-vector mixtures and on random batches of 1 and 2k+1, as the codec sends them."""
-    from exporters.verify import max_abs_error
-
+def _verify(run, reference, parts, sample_shape: tuple, k: int, codec, down_codec) -> float:
+    """Max abs error on the split's test-vector mixtures and on random batches of 1 and 2k+1, as the codec sends them,
+    beyond one step of a lossy downlink: both sides round to it, and a value a hair from a rounding boundary in
+    fp32 lands one step (fp16: 2^-10 of its magnitude) apart, which is the codec's error, not the artifact's."""
     mixtures = parts.test_vectors()["mixtures"]
     rng = np.random.default_rng(0)
     scale = float(np.abs(mixtures).max()) or 1.0
     cases = [mixtures] + [(scale * rng.standard_normal((b, *sample_shape))).astype(np.float32) for b in (1, 2 * k + 1)]
-    return max_abs_error(lambda *a: np.asarray(run(*a), dtype=np.float32), reference, [_encoded(codec, c) for c in cases])
+    worst = 0.0
+    for inputs in (_encoded(codec, c) for c in cases):
+        got, want = np.asarray(run(*inputs), dtype=np.float64), np.asarray(reference(*inputs), dtype=np.float64)
+        if got.shape != want.shape:
+            return float("inf")
+        step = np.spacing(np.abs(want).astype(np.float16)).astype(np.float64) if down_codec.datatype == "FP16" else 0.0
+        worst = max(worst, float(np.max(np.maximum(np.abs(got - want) - step, 0.0))))
+    return worst

@@ -1,0 +1,98 @@
+"""int8 edge parts, ONNX (QDQ) and TFLite (PT2E): really quantized, mixing kept fp32 at the boundary, fp32 inputs
+and outputs, and verified by the top-1 agreement of the whole edge chain with PyTorch on a trained fixture."""
+
+import numpy as np
+import pytest
+
+INT8 = ("onnx_int8", "tflite_int8")
+
+
+@pytest.fixture(scope="module")
+def int8_split(tmp_path_factory):
+    """The ResNet example (its checked-in digits checkpoint) fine-tuned one seeded epoch: its int8 chains agree on
+    353 of 356 held-out inputs (99.2 %, ONNX) and 354 of 356 (99.4 %, TFLite), deterministically (seeded C and
+    data); the small test CNN sits at 98.6-99.4 %, too near the 99 % bar."""
+    from datamix_cli.model.loading import ModelSource
+    from datamix_cli.pipeline.export import ExportConfig
+    from datamix_cli.pipeline.split import SplitConfig, run_split
+    from datamix_cli.training.finetune import FinetuneConfig
+    from tests.helpers import EXAMPLES_FILE, ROOT
+
+    out = tmp_path_factory.mktemp("int8") / "split"
+    run_split(SplitConfig(source=ModelSource(f"{EXAMPLES_FILE}:resnet", weights=ROOT / "examples/checkpoints/resnet_digits.pt"), data="digits", out=out,
+                          input_shape=(1, 1, 32, 32), training=FinetuneConfig(epochs=1, seed=0),
+                          export=ExportConfig(formats=("onnx", "tflite", *INT8))))
+    return out
+
+
+def test_onnx_int8_parts_are_quantized_but_mix_in_fp32_with_fp32_inputs_and_outputs(int8_split):
+    import onnx
+
+    for role, matrix in (("head", "C"), ("tail", "C_inv")):
+        graph = onnx.load(str(int8_split / f"edge/{role}.int8.onnx")).graph
+        ops = [n.op_type for n in graph.node]
+        int8_weights = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2}
+        assert "QuantizeLinear" in ops, ops  # activations
+        assert any(n.op_type == "DequantizeLinear" and n.input[0] in int8_weights for n in graph.node), ops  # weights
+        readers = [n for n in graph.node if matrix in n.input]
+        assert readers and all(n.op_type == "MatMul" for n in readers)  # the mixing reads C itself, not a quantized copy
+        for value in (*graph.input, *graph.output):
+            assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT, value.name
+
+
+def test_tflite_int8_parts_run_int8_kernels_but_mix_in_fp32_with_fp32_inputs_and_outputs(int8_split):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    for role in ("head", "tail"):  # without XNNPACK, which would fold the ops into one DELEGATE node
+        interpreter = Interpreter(model_path=str(int8_split / f"edge/{role}.int8.tflite"), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interpreter.allocate_tensors()
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+        assert len(inputs) == 2 and len(outputs) == 1
+        assert all(d["dtype"] == np.float32 for d in (*inputs, *outputs)), [(d["name"], d["dtype"]) for d in (*inputs, *outputs)]
+        dtypes = {d["index"]: d["dtype"] for d in interpreter.get_tensor_details()}
+        ops = interpreter._get_ops_details()
+        names = [op["op_name"] for op in ops]
+        assert "QUANTIZE" in names and "DEQUANTIZE" in names, names
+        # Convolutions or the classifier run on int8 activations and weights, not fp32 with int8 storage.
+        compute = [op for op in ops if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")]
+        assert any(dtypes[op["inputs"][0]] == np.int8 and dtypes[op["inputs"][1]] == np.int8 for op in compute), names
+        # The mixing matrix (the square k×k input) is read only by fp32 matrix products.
+        matrix = next(d["index"] for d in inputs if len(d["shape"]) == 2 and d["shape"][0] == d["shape"][1])
+        readers = [op for op in ops if matrix in op["inputs"]]
+        assert readers and all(op["op_name"] == "BATCH_MATMUL" and all(dtypes[i] == np.float32 for i in op["inputs"]) for op in readers), readers
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "tflite"])
+def test_int8_chain_agrees_with_pytorch_and_serves(int8_split, runtime):
+    from datamix_cli.artifacts.manifest import load_manifest
+    from datamix_cli.serving.loopback import LoopbackConfig, run_serve_local
+
+    records = [a for a in load_manifest(int8_split).artifacts if a["format"] == f"{runtime}_int8"]
+    assert {a["role"] for a in records} == {"head", "tail"}
+    agreement = records[0]["agreement"]
+    assert agreement["top1"] >= 0.99 and agreement["inputs"] >= 256 and agreement["max_logit_error"] > 0  # quantized: not exact
+    # Seeded C, decoys and noise: the same outcome every run. The bar is 0.99 less 3 binomial standard errors at
+    # 200 samples (0.969); the fixture's chains agree on 99.2-99.4 % of the held-out inputs at export.
+    report = run_serve_local(LoopbackConfig(int8_split, runtime=runtime, precision="int8", samples=200, seed=0))
+    assert report["passed"] and report["required_agreement"] == pytest.approx(0.99 - 3 * np.sqrt(0.99 * 0.01 / 200)), report["agreement"]
+
+
+@pytest.mark.parametrize("fmt", INT8)
+def test_a_broken_quantization_is_caught_by_the_agreement_check(tmp_path, small_cnn_weights, monkeypatch, fmt):
+    """Calibrated on the wrong data (all zeros: every activation range collapses), the chain disagrees and the
+    split fails naming the format, with nothing written."""
+    from datamix_cli.errors import VerificationError
+    from datamix_cli.model.loading import ModelSource
+    from datamix_cli.pipeline import export
+    from datamix_cli.pipeline.export import ExportConfig
+    from datamix_cli.pipeline.split import SplitConfig, run_split
+    from datamix_cli.training.finetune import FinetuneConfig
+    from tests.helpers import EXAMPLES_FILE
+
+    real = export._calibration
+    monkeypatch.setattr(export, "_calibration", lambda role, parts, mixing, x: [tuple(np.zeros_like(a) for a in case) for case in real(role, parts, mixing, x)])
+    runtime = fmt.removesuffix("_int8")
+    with pytest.raises(VerificationError, match=rf"int8.{runtime} \(top-1 disagreement"):
+        run_split(SplitConfig(source=ModelSource(f"{EXAMPLES_FILE}:small_cnn", weights=small_cnn_weights), data="digits", out=tmp_path / "s",
+                              input_shape=(1, 1, 32, 32), training=FinetuneConfig(epochs=0), export=ExportConfig(formats=(runtime, fmt))))
+    assert not (tmp_path / "s").exists()
