@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import pytest
 
 from tests.helpers import EXAMPLES_FILE, MIN_ORIGINAL_ACCURACY, ORACLE_FILE, seed_everything, split_once, train_on_digits
@@ -10,6 +14,12 @@ from tests.helpers import EXAMPLES_FILE, MIN_ORIGINAL_ACCURACY, ORACLE_FILE, see
 def pytest_configure(config):
     # Before any fixture is built, so session fixtures do not depend on which test asked for them first.
     seed_everything(0)
+    # Part times measured by profile --measure are kept for this run only, never in the user's cache.
+    os.environ["DATAMIX_CACHE_DIR"] = tempfile.mkdtemp(prefix="datamix-test-cache-")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(os.environ.get("DATAMIX_CACHE_DIR", ""), ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -26,9 +26,11 @@ def profile(
     bottleneck_stride: int = typer.Option(1, "--bottleneck-stride", help="Its spatial stride."),
     uplink: UplinkCodec = typer.Option(UplinkCodec.fp32, "--uplink", help="Count the bottleneck's bytes in this codec: fp32, fp16 or int8.", case_sensitive=False),
     link: str = typer.Option(None, "--link", help="Estimate every cut's end-to-end latency on this link: 3g, 4g, wifi (BottleNet's rates) or MBPS[/DOWN_MBPS][:RTT_MS]."),
-    measure: bool = typer.Option(False, "--measure", help="Time each candidate head (+ mixing) and the tail on onnxruntime, and the cloud part in PyTorch, instead of splitting the whole model's time by FLOPs."),
+    measure: bool = typer.Option(False, "--measure", help="Time each candidate head (+ mixing) and the tail on the edge runtime (--runtime), and the cloud part in PyTorch, instead of splitting the whole model's time by FLOPs."),
     objective: str = typer.Option("flops", "--objective", help="flops (the budget's deepest cut), latency or bytes: what picks the cut within the budget (latency and bytes need --link)."),
-    threads: int = typer.Option(1, "--threads", help="onnxruntime threads for the edge times (1: one phone core)."),
+    runtime: str = typer.Option("onnx", "--runtime", help="Edge runtime --measure times the parts on: onnx (onnxruntime) or tflite (ai-edge-litert)."),
+    threads: int = typer.Option(1, "--threads", help="Edge runtime threads for the edge times (1: one phone core)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Time every part again instead of reusing times measured before for the same model, cut, runtime and threads ($DATAMIX_CACHE_DIR, default ~/.cache/datamix)."),
     device_speed: float = typer.Option(1.0, "--device-speed", help="The device is this many times as fast as this machine's edge runtime."),
     cloud_speedup: float = typer.Option(1.0, "--cloud-speedup", help="The cloud is this many times as fast as this machine."),
     export_candidates: Path = typer.Option(None, "--export-candidates", help="Write every candidate head (with mixing), the tail (with de-mixing) and the whole model as ONNX, with candidates.json, to time on the real device."),
@@ -50,7 +52,7 @@ def profile(
         tail_cut=tail_cut,
         bottleneck=_bottleneck_config(bottleneck, bottleneck_stride),
         uplink=uplink.value,
-        latency=_latency_options(link, measure, threads, device_speed, cloud_speedup, uplink.value),
+        latency=_latency_options(link, measure, threads, device_speed, cloud_speedup, uplink.value, runtime, not no_cache),
         objective=objective,
         export_candidates=export_candidates,
         device_times=device_times,
@@ -64,12 +66,12 @@ def profile(
         _print_table(report, plot)
 
 
-def _latency_options(link: str | None, measure: bool, threads: int, device_speed: float, cloud_speedup: float, uplink: str):
+def _latency_options(link: str | None, measure: bool, threads: int, device_speed: float, cloud_speedup: float, uplink: str, runtime: str, cache: bool):
     if link is None:
         return None
     from datamix_cli.pipeline.latency import LatencyOptions, parse_link
 
-    options = LatencyOptions(parse_link(link), measure, threads, device_speed, cloud_speedup, uplink)
+    options = LatencyOptions(parse_link(link), measure, threads, device_speed, cloud_speedup, uplink, runtime, cache)
     options.check()
     return options
 
@@ -170,6 +172,9 @@ def _print_latency(console, latency: dict) -> None:
         table.add_row(name.replace("_", " "), "baseline", "100.0%" if name == "edge_only" else "0.0%", "",
                       *(f"{1e3 * b[s]:.2f}" if s in b else "" for s in stages))
     console.print(table)
+    cache = latency.get("cache") or {}
+    if cache.get("reused"):
+        console.print(f"{cache['reused']} part times reused from {cache['path']} (same model, cut, runtime and threads; --no-cache times them again)")
     chosen = next(r for r in latency["cuts"] if r["cut"] == latency["chosen"])
     flops = next(r for r in latency["cuts"] if r["cut"] == latency["flops_choice"])
     console.print(f"--objective {latency['objective']}: {latency['chosen']} ({1e3 * chosen['latency']['total']:.1f} ms), against the FLOPs budget's "

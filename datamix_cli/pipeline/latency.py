@@ -6,9 +6,10 @@ is that of the group:
 
     edge head + mix (k inputs)  +  uplink  +  RTT  +  cloud (k mixtures)  +  downlink  +  de-mix + tail (k)
 
-* edge parts: the head with mixing and the tail with de-mixing, exported to ONNX exactly as ``split`` ships them
-  and timed on onnxruntime (``--threads``, default 1: a phone core), a median of repeated runs after warm-up;
-  ``--device-speed F`` divides them by F (a device F times as fast as this machine);
+* edge parts: the head with mixing and the tail with de-mixing, exported exactly as ``split`` ships them and
+  timed on the edge runtime (``--runtime onnx|tflite``, ``--threads``, default 1: a phone core), a median of
+  repeated runs after warm-up, kept between runs by model sha256, cut, runtime and threads
+  (datamix_cli.pipeline.timing_cache); ``--device-speed F`` divides them by F (a device F times as fast);
 * the cloud part: TorchScript-free eager PyTorch on this machine with its default threads, divided by
   ``--cloud-speedup``;
 * the network: the request's bytes on the socket (HTTP included, datamix_cli.serving.oip.request_bytes) at the
@@ -135,16 +136,28 @@ def median_s(run, inputs: tuple, runs: int = RUNS, warmup: int = WARMUP) -> floa
     return statistics.median(times)
 
 
-def onnx_seconds(module, example: tuple, threads: int) -> float:
-    """The median time of ``module`` exported to ONNX and run by onnxruntime with ``threads`` threads."""
+def edge_seconds(module, example: tuple, threads: int, runtime: str = "onnx") -> float:
+    """The median time of ``module`` exported to ``runtime`` (onnx or tflite) and run with ``threads`` threads."""
     from exporters import get_exporter
 
-    onnx = get_exporter("onnx")
+    exporter = get_exporter(runtime)
     with tempfile.TemporaryDirectory(prefix="datamix-time-") as folder:
-        path = Path(folder) / "part.onnx"
-        onnx.export(module.eval(), example, path, [f"in{i}" for i in range(len(example))], "out")
-        run = onnx.load(path, threads)
+        path = Path(folder) / f"part{exporter.suffix}"
+        exporter.export(module.eval(), example, path, [f"in{i}" for i in range(len(example))], "out")
+        run = exporter.load(path, threads)
         return median_s(run, tuple(t.numpy() for t in example))
+
+
+def _timed(cache, options, traced_sha: str, part: str, cut: str | None, example: tuple, measure) -> float:
+    """``measure()`` (seconds on this machine), or its cached value for the same model, part, shapes and runtime."""
+    from datamix_cli.pipeline.timing_cache import runtime_version
+
+    import torch
+
+    runtime = "torch" if part in ("cloud", "whole_cloud") else options.runtime
+    key = {"model": traced_sha, "part": part, "cut": cut, "shapes": [list(t.shape) for t in example], "runtime": runtime,
+           "version": runtime_version(runtime), "threads": torch.get_num_threads() if runtime == "torch" else options.threads}
+    return cache.seconds(key, measure)
 
 
 def torch_seconds(module, example: tuple) -> float:
@@ -162,6 +175,8 @@ class LatencyOptions:
     device_speed: float = 1.0  # the device is this many times as fast as this machine's edge runtime
     cloud_speedup: float = 1.0  # the cloud is this many times as fast as this machine
     uplink: str = "fp32"
+    runtime: str = "onnx"  # the edge runtime the parts are timed on: onnx or tflite
+    cache: bool = True  # reuse part times measured before (datamix_cli.pipeline.timing_cache)
     # Seconds measured on the real device (read_device_times): {"head": {cut: s}, "tail": s, "whole": s or None}.
     device_times: dict | None = None
 
@@ -169,6 +184,8 @@ class LatencyOptions:
         for name, value in (("--threads", self.threads), ("--device-speed", self.device_speed), ("--cloud-speedup", self.cloud_speedup)):
             if not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
+        if self.runtime not in ("onnx", "tflite"):
+            raise ConfigError(f"--runtime must be onnx or tflite, got {self.runtime!r}")
 
 
 def latency_table(model_spec: str, traced, profile, decision, options: LatencyOptions, sample_shape: tuple[int, ...],
@@ -182,17 +199,24 @@ def latency_table(model_spec: str, traced, profile, decision, options: LatencyOp
     from datamix_cli.serving.oip import request_bytes
     from partitioners.select import SplitDecision
 
+    from datamix_cli.pipeline.timing_cache import TimeCache, model_sha256
+
     options.check()
     k, tail, link = decision.k, decision.tail_cut, options.link
     name = model_name(model_spec)
     x = torch.rand(k, *sample_shape)
     whole = traced.module
-    edge_whole = onnx_seconds(whole, (x[:1],), options.threads) / options.device_speed
-    cloud_whole = torch_seconds(whole, (x[:1],)) / options.cloud_speedup
-    edge_group = onnx_seconds(whole, (x,), options.threads) / options.device_speed if not options.measure else None
-    cloud_group = torch_seconds(whole, (x,)) / options.cloud_speedup if not options.measure else None
+    cache, sha = TimeCache(enabled=options.cache), model_sha256(traced)
+
+    def timed(part, cut, example, measure):
+        return _timed(cache, options, sha, part, cut, example, measure)
+
+    edge_whole = timed("whole", None, (x[:1],), lambda: edge_seconds(whole, (x[:1],), options.threads, options.runtime)) / options.device_speed
+    cloud_whole = timed("whole_cloud", None, (x[:1],), lambda: torch_seconds(whole, (x[:1],))) / options.cloud_speedup
+    edge_group = timed("whole", None, (x,), lambda: edge_seconds(whole, (x,), options.threads, options.runtime)) / options.device_speed if not options.measure else None
+    cloud_group = timed("whole_cloud", None, (x,), lambda: torch_seconds(whole, (x,))) / options.cloud_speedup if not options.measure else None
     down = response_bytes(k, int(np.prod(tail.activation_shape)), 4)
-    measured_tail = _tail_seconds(traced, decision, options, sample_shape) if options.measure else None
+    measured_tail = _tail_seconds(traced, decision, options, sample_shape, timed) if options.measure else None
     device = options.device_times
     if device is not None and device.get("whole") is not None:
         edge_whole = device["whole"]
@@ -204,9 +228,9 @@ def latency_table(model_spec: str, traced, profile, decision, options: LatencyOp
         up = wire_bytes_per_input(name, options.uplink, tuple(cut.activation_shape), k) * k
         if device is not None:  # the device's own times for the edge, this machine's (measured) for the cloud
             head_s, tail_s = device["head"][cut.name], device["tail"]
-            cloud_s = _measured(traced, cut, tail, k, options, sample_shape, head=False)[1] if options.measure else cloud_group * d.cloud_flops / max(profile.total_flops, 1)
+            cloud_s = _measured(traced, cut, tail, k, options, sample_shape, timed, head=False)[1] if options.measure else cloud_group * d.cloud_flops / max(profile.total_flops, 1)
         elif options.measure:
-            head_s, cloud_s = _measured(traced, cut, tail, k, options, sample_shape)
+            head_s, cloud_s = _measured(traced, cut, tail, k, options, sample_shape, timed)
             tail_s = measured_tail
         else:  # proportional to FLOPs: what --measure corrects
             total = max(profile.total_flops, 1)
@@ -225,9 +249,10 @@ def latency_table(model_spec: str, traced, profile, decision, options: LatencyOp
         baselines["cloud_only_jpeg"] = stages(0.0, cloud_whole, 0.0, raw_request - raw + jpeg_bytes, logits, link)
     return {"link": link.to_dict(), "measured": options.measure, "threads": options.threads, "device_speed": options.device_speed,
             "cloud_speedup": options.cloud_speedup, "uplink_codec": options.uplink, "k": k, "cuts": rows, "baselines": baselines,
-            "pareto": pareto(rows),
+            "pareto": pareto(rows), "runtime": options.runtime,
             "times": ("edge: measured on the device (--device-times)" if device is not None else
-                      "measured per part (ONNX edge, eager PyTorch cloud)" if options.measure else "whole model's time split by FLOPs share")}
+                      f"measured per part ({options.runtime} edge, eager PyTorch cloud)" if options.measure else "whole model's time split by FLOPs share"),
+            "cache": {"reused": cache.hits, "measured": cache.misses, "path": str(cache.path) if options.cache else None}}
 
 
 def _classes(traced, sample_shape) -> int:
@@ -237,7 +262,7 @@ def _classes(traced, sample_shape) -> int:
         return int(traced(torch.zeros(1, *sample_shape)).reshape(1, -1).shape[1])
 
 
-def _measured(traced, cut, tail, k: int, options: LatencyOptions, sample_shape, head: bool = True) -> tuple[float, float]:
+def _measured(traced, cut, tail, k: int, options: LatencyOptions, sample_shape, timed, head: bool = True) -> tuple[float, float]:
     """Head + mix on the edge runtime (0 with ``head=False``: the device's own time is used) and the cloud part in
     PyTorch, for one group of k."""
     import torch
@@ -248,13 +273,14 @@ def _measured(traced, cut, tail, k: int, options: LatencyOptions, sample_shape, 
     parts = partition(traced, cut, tail)
     x = torch.rand(k, *sample_shape)
     c = torch.full((k, k), 1.0 / k) + torch.eye(k)
-    head_s = onnx_seconds(HeadWithMix(parts.head), (x, c), options.threads) / options.device_speed if head else 0.0
+    head_s = timed("head+mix", cut.name, (x, c), lambda: edge_seconds(HeadWithMix(parts.head), (x, c), options.threads, options.runtime)) if head else 0.0
     with torch.no_grad():
         m = parts.head(x)
-    return head_s, torch_seconds(parts.cloud, (m,)) / options.cloud_speedup
+    cloud_s = timed("cloud", f"{cut.name}..{tail.name}", (m,), lambda: torch_seconds(parts.cloud, (m,)))
+    return head_s / options.device_speed, cloud_s / options.cloud_speedup
 
 
-def _tail_seconds(traced, decision, options: LatencyOptions, sample_shape) -> float:
+def _tail_seconds(traced, decision, options: LatencyOptions, sample_shape, timed) -> float:
     import torch
 
     from datamix_cli.protocol.edge_modules import TailWithDemix
@@ -264,7 +290,8 @@ def _tail_seconds(traced, decision, options: LatencyOptions, sample_shape) -> fl
     parts = partition(traced, decision.head_cut, decision.tail_cut)
     with torch.no_grad():
         z = parts.cloud(parts.head(torch.rand(k, *sample_shape)))
-    return onnx_seconds(TailWithDemix(parts.tail), (z, torch.eye(k)), options.threads) / options.device_speed
+    example = (z, torch.eye(k))
+    return timed("tail+demix", decision.tail_cut.name, example, lambda: edge_seconds(TailWithDemix(parts.tail), example, options.threads, options.runtime)) / options.device_speed
 
 
 def manifest_record(table: dict) -> dict:

@@ -81,6 +81,7 @@ def test_profile_estimates_every_cut_on_the_link_and_records_the_choice():
     (["--link", "0"], "rates must be > 0"),
     (["--objective", "latency"], "--objective latency needs --link"),
     (["--link", "4g", "--threads", "0"], "--threads must be > 0"),
+    (["--link", "4g", "--runtime", "coreml"], "--runtime must be onnx or tflite, got 'coreml'"),
 ])
 def test_profile_refuses_bad_link_options_in_one_line(args, message):
     result = CliRunner().invoke(app, ["profile", SMALL, "--input-shape", "1,1,32,32", *args])
@@ -177,3 +178,53 @@ def test_exported_candidates_run_and_their_device_times_drive_the_estimate(tmp_p
     assert set(rows) == {chosen, other}
     assert rows[chosen]["edge_head_mix"] == pytest.approx(0.007) and rows[other]["edge_demix_tail"] == pytest.approx(0.001)
     assert latency["baselines"]["edge_only"]["total"] == pytest.approx(0.020)
+
+
+def test_measured_part_times_are_reused_only_for_the_same_model_runtime_and_threads(tmp_path, monkeypatch):
+    """A second --measure of the same model times nothing and gives the same table; other threads re-time the edge
+    parts only; a changed weight re-times everything; a corrupt cache file is ignored and rewritten."""
+    import torch
+
+    from datamix_cli.model.loading import ModelSource, load_model
+    from datamix_cli.pipeline import latency
+    from datamix_cli.pipeline.latency import LatencyOptions, latency_table
+    from partitioners.graph import trace_model
+    from partitioners.profile import profile_model
+    from partitioners.select import choose_split
+
+    monkeypatch.setenv("DATAMIX_CACHE_DIR", str(tmp_path / "cache"))
+    timed, real = [], latency.median_s
+    monkeypatch.setattr(latency, "median_s", lambda *a, **kw: timed.append(1) or real(*a, runs=2, warmup=0))
+    model = load_model(ModelSource(SMALL))
+
+    def table(threads=1):
+        traced = trace_model(model)
+        profile = profile_model(traced, (1, 1, 32, 32))
+        timed.clear()
+        result = latency_table(SMALL, traced, profile, choose_split(profile, 0.2, 4), LatencyOptions(LINKS["4g"], measure=True, threads=threads), (1, 32, 32))
+        return result, len(timed)
+
+    first, n = table()
+    parts = 2 * len(first["cuts"]) + 3  # a head and a cloud part per cut, the tail, the whole model on each side
+    assert n == parts and first["cache"] == {"reused": 0, "measured": parts, "path": str(tmp_path / "cache" / "part-times.json")}
+    again, n = table()
+    assert n == 0 and again["cache"]["reused"] == parts and again["cuts"] == first["cuts"] and again["baselines"] == first["baselines"]
+    _, n = table(threads=2)
+    assert n == len(first["cuts"]) + 2  # heads, tail, whole model on the edge runtime; the cloud's torch times stand
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    _, n = table()
+    assert n == parts
+    (tmp_path / "cache" / "part-times.json").write_text("{not json")
+    _, n = table()
+    assert n == parts and table()[1] == 0
+
+
+def test_profile_measures_the_parts_on_tflite():
+    import json
+
+    result = CliRunner().invoke(app, ["profile", SMALL, "--input-shape", "1,1,32,32", "--link", "wifi", "--measure", "--runtime", "tflite", "--json"])
+    assert result.exit_code == 0, result.output
+    latency = json.loads(result.output)["latency"]
+    assert latency["runtime"] == "tflite" and "tflite edge" in latency["times"] and latency["cache"]["measured"] > 0
+    assert all(r["latency"]["edge_head_mix"] > 0 and r["latency"]["edge_demix_tail"] > 0 for r in latency["cuts"])
