@@ -19,19 +19,15 @@ import tempfile
 from pathlib import Path
 
 from datamix_cli.errors import ExportFailedError, require
+from exporters._int8 import Int8EdgePart
 from exporters._quiet import captured_output
 from exporters.onnx import OnnxExporter
 from exporters.registry import register
 
 
-class OnnxInt8Exporter(OnnxExporter):
+class OnnxInt8Exporter(Int8EdgePart, OnnxExporter):
     name = "onnx_int8"
     suffix = ".int8.onnx"
-    default_atol = 1e9  # not gated per artifact: see verification
-    roles = ("head", "tail")
-    verification = "agreement"
-    min_agreement = 0.99
-    needs_calibration = True
 
     def export(self, module, example_inputs: tuple, path: Path, input_names: list[str], output_name: str, calibration=None) -> None:
         require("onnxruntime", self.extra)
@@ -40,8 +36,7 @@ class OnnxInt8Exporter(OnnxExporter):
 
         import onnx
 
-        if not calibration:
-            raise ExportFailedError(f"int8 export of {path.name} needs calibration inputs")
+        self.check_calibration(calibration, path)
 
         class Reader(CalibrationDataReader):
             def __init__(self):

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from datamix_cli.errors import ExportFailedError, MissingExtraError, require
+from exporters._int8 import Int8EdgePart
 from exporters._quiet import captured_output
 from exporters.registry import register
 from exporters.tflite import TfliteExporter
@@ -26,18 +27,12 @@ from exporters.tflite import TfliteExporter
 _FP16_MAX = 65504.0
 
 
-class TfliteInt8Exporter(TfliteExporter):
+class TfliteInt8Exporter(Int8EdgePart, TfliteExporter):
     name = "tflite_int8"
     suffix = ".int8.tflite"
-    default_atol = 1e9  # not gated per artifact: see verification
-    roles = ("head", "tail")
-    verification = "agreement"
-    min_agreement = 0.99
-    needs_calibration = True
 
     def export(self, module, example_inputs: tuple, path: Path, input_names: list[str], output_name: str, calibration=None) -> None:
-        if not calibration:
-            raise ExportFailedError(f"int8 export of {path.name} needs calibration inputs")
+        self.check_calibration(calibration, path)
         with captured_output() as log:
             try:
                 litert_torch = require("litert_torch", self.extra)
@@ -61,7 +56,7 @@ def _quantize(module, example_inputs, calibration, fp16_inputs: frozenset, fp16_
     from torchao.quantization.pt2e import quantize_pt2e
 
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
-    wrapped = _Boundary(module, fp16_inputs, fp16_output) if fp16_inputs or fp16_output else module
+    wrapped = _with_fp16_boundaries(module, fp16_inputs, fp16_output) if fp16_inputs or fp16_output else module
     observed = quantize_pt2e.prepare_pt2e(torch.export.export(wrapped, example_inputs).module(), quantizer)
     with torch.no_grad():
         for case in calibration:
@@ -83,24 +78,21 @@ def _folded_boundaries(graph) -> tuple[frozenset, bool]:
     return inputs, output
 
 
-def _boundary_class():
+def _with_fp16_boundaries(inner, fp16_inputs: frozenset, fp16_output: bool):
+    """``inner`` with an fp16 round trip on the given inputs and the output (a CAST pair the converter keeps)."""
     import torch
 
     class Boundary(torch.nn.Module):
-        def __init__(self, inner, fp16_inputs, fp16_output):
+        def __init__(self):
             super().__init__()
-            self.inner, self.fp16_inputs, self.fp16_output = inner, fp16_inputs, fp16_output
+            self.inner = inner
 
         def forward(self, *args):
-            args = [a.to(torch.float16).to(torch.float32) if i in self.fp16_inputs else a for i, a in enumerate(args)]
+            args = [a.to(torch.float16).to(torch.float32) if i in fp16_inputs else a for i, a in enumerate(args)]
             out = self.inner(*args)
-            return out.to(torch.float16).to(torch.float32) if self.fp16_output else out
+            return out.to(torch.float16).to(torch.float32) if fp16_output else out
 
-    return Boundary
-
-
-def _Boundary(inner, fp16_inputs, fp16_output):
-    return _boundary_class()(inner, fp16_inputs, fp16_output)
+    return Boundary()
 
 
 register(TfliteInt8Exporter())

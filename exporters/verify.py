@@ -25,14 +25,17 @@ class Check:
         return bool(np.isfinite(self.max_abs_error)) and self.max_abs_error <= self.tolerance
 
 
-def max_abs_error(run: Callable[..., np.ndarray], reference: Callable[..., np.ndarray], cases: Sequence[tuple]) -> float:
-    """Largest |artifact - reference| over every element of every case."""
+def max_abs_error(run: Callable[..., np.ndarray], reference: Callable[..., np.ndarray], cases: Sequence[tuple],
+                  allowance: Callable[[np.ndarray], np.ndarray] | None = None) -> float:
+    """Largest |artifact - reference| over every element of every case, less ``allowance(reference)`` element by
+    element where given (an error the comparison itself brings, such as a codec's rounding step; never below 0)."""
     worst = 0.0
     for inputs in cases:
-        got, want = np.asarray(run(*inputs)), np.asarray(reference(*inputs))
+        got, want = np.asarray(run(*inputs)).astype(np.float64), np.asarray(reference(*inputs)).astype(np.float64)
         if got.shape != want.shape:
             return float("inf")
-        worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))))
+        error = np.abs(got - want) - (allowance(want) if allowance is not None else 0.0)
+        worst = max(worst, float(np.max(np.maximum(error, 0.0))))
     return worst
 
 

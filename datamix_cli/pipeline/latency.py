@@ -240,6 +240,7 @@ def latency_table(model_spec: str, traced, profile, decision, options: LatencyOp
         rows.append({"cut": cut.name, "head_flops": d.head_flops, "edge_flops": d.edge_flops, "edge_fraction": d.edge_fraction,
                      "uplink_bytes_per_input": up / k, "downlink_bytes_per_input": down / k,
                      "latency": stages(head_s, cloud_s, tail_s, up, down, link)})
+    cache.save()
     raw = int(np.prod(sample_shape))
     raw_request = request_bytes(name, [("input", "UINT8", (1, *sample_shape))], "logits")
     logits = response_bytes(1, _classes(whole, sample_shape), 4)

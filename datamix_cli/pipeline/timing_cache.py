@@ -4,8 +4,8 @@ A time is looked up by everything it depends on: the model (the sha256 of its tr
 part (which cut, which tail, with or without mixing), the group size, the sample shape, the runtime, its version
 and threads, and this machine. A changed weight, cut or thread count is a different key, so it is measured anew;
 nothing is ever reused across machines. The cache is one JSON file under ``$DATAMIX_CACHE_DIR`` (default
-``$XDG_CACHE_HOME/datamix``, else ``~/.cache/datamix``), written whole to a temporary file and renamed, so a
-crash never leaves it half-written; an unreadable cache is ignored and rewritten.
+``$XDG_CACHE_HOME/datamix``, else ``~/.cache/datamix``), written once per run (``save``), whole, to a temporary
+file that is then renamed, so a crash never leaves it half-written; an unreadable cache is ignored and rewritten.
 """
 
 from __future__ import annotations
@@ -75,7 +75,6 @@ class TimeCache:
         self.misses += 1
         value = measure()
         self._entries[name] = {"seconds": value, "key": key}
-        self._write()
         return value
 
     def _read(self) -> dict:
@@ -86,7 +85,10 @@ class TimeCache:
         ok = isinstance(entries, dict) and all(isinstance(e, dict) and isinstance(e.get("seconds"), (int, float)) for e in entries.values())
         return entries if ok else {}
 
-    def _write(self) -> None:
+    def save(self) -> None:
+        """Writes the times measured in this run (once, at the end: a crash loses only them)."""
+        if not self.enabled or not self.misses:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".part-times-", suffix=".json")

@@ -229,15 +229,11 @@ def _verify(run, reference, parts, sample_shape: tuple, k: int, codec, down_code
     """Max abs error on the split's test-vector mixtures and on random batches of 1 and 2k+1, as the codec sends them,
     beyond one step of a lossy downlink: both sides round to it, and a value a hair from a rounding boundary in
     fp32 lands one step (fp16: 2^-10 of its magnitude) apart, which is the codec's error, not the artifact's."""
+    from exporters.verify import max_abs_error
+
     mixtures = parts.test_vectors()["mixtures"]
     rng = np.random.default_rng(0)
     scale = float(np.abs(mixtures).max()) or 1.0
     cases = [mixtures] + [(scale * rng.standard_normal((b, *sample_shape))).astype(np.float32) for b in (1, 2 * k + 1)]
-    worst = 0.0
-    for inputs in (_encoded(codec, c) for c in cases):
-        got, want = np.asarray(run(*inputs), dtype=np.float64), np.asarray(reference(*inputs), dtype=np.float64)
-        if got.shape != want.shape:
-            return float("inf")
-        step = np.spacing(np.abs(want).astype(np.float16)).astype(np.float64) if down_codec.datatype == "FP16" else 0.0
-        worst = max(worst, float(np.max(np.maximum(np.abs(got - want) - step, 0.0))))
-    return worst
+    step = (lambda want: np.spacing(np.abs(want).astype(np.float16)).astype(np.float64)) if down_codec.datatype == "FP16" else None
+    return max_abs_error(lambda *a: np.asarray(run(*a), dtype=np.float32), reference, [_encoded(codec, c) for c in cases], allowance=step)
