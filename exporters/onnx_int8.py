@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from datamix_cli.errors import ExportFailedError, require
-from exporters._int8 import Int8EdgePart
+from exporters._precision import Int8EdgePart
 from exporters._quiet import captured_output
 from exporters.onnx import OnnxExporter
 from exporters.registry import register

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from datamix_cli.errors import ExportFailedError, MissingExtraError, require
-from exporters._int8 import Int8EdgePart
+from exporters._precision import Int8EdgePart
 from exporters._quiet import captured_output
 from exporters.registry import register
 from exporters.tflite import TfliteExporter

@@ -135,7 +135,7 @@ class ArtifactRecord(TypedDict):
     outputs: list[TensorSpec]
     max_abs_error: float
     tolerance: float
-    agreement: NotRequired[dict]  # formats verified by agreement (onnx_int8, tflite_int8): top-1 agreement of the edge chain
+    agreement: NotRequired[dict]  # formats verified by agreement (the fp16 and int8 ones): top-1 agreement of the edge chain
 
 
 class FileRecord(TypedDict):

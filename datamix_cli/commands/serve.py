@@ -11,7 +11,7 @@ from datamix_cli.options import Runtime
 
 FOLDER = typer.Argument(..., help="A split folder written by `datamix split`.", show_default=False)
 RUNTIME = typer.Option(Runtime.onnx, "--runtime", help="Edge runtime: onnx, tflite (or torchscript, the PyTorch reference).", case_sensitive=False)
-PRECISION = typer.Option("fp32", "--precision", help="Edge artifacts' precision: fp32, or int8 (a split made with --edge-precision int8).")
+PRECISION = typer.Option("fp32", "--precision", help="Edge artifacts' precision: fp32, or fp16 / int8 (a split made with that --edge-precision).")
 
 
 
@@ -105,8 +105,9 @@ def _print_report(report: dict) -> None:
 
     console = Console()
     verdict = "[green]PASS[/green]" if report["passed"] else "[red]FAIL[/red]"
+    parts = report["runtime"] if report["precision"] == "fp32" else f"{report['runtime']} {report['precision']}"
     console.print(
-        f"{verdict} serve-local ({report['runtime']}, {report['samples']} samples): agreement with the PyTorch parts "
+        f"{verdict} serve-local ({parts}, {report['samples']} samples): agreement with the PyTorch parts "
         f"{report['agreement']:.2%} (needs {report['required_agreement']:.1%}), max abs logit error {report['max_abs_logit_error']:.2e}, "
         f"accuracy {report['accuracy']:.2%}"
     )

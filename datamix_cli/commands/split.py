@@ -73,7 +73,7 @@ def split(
     mean: str = typer.Option(None, "--mean", help="Per-channel mean, comma-separated (applied inside the head).", rich_help_panel=PREPROCESSING),
     std: str = typer.Option(None, "--std", help="Per-channel std, comma-separated (applied inside the head).", rich_help_panel=PREPROCESSING),
     channel_order: ChannelOrder = typer.Option(None, "--channel-order", help="Channel order the model expects: rgb (default) or bgr; images are read as RGB.", rich_help_panel=PREPROCESSING, case_sensitive=False),
-    edge_precision: str = typer.Option("fp32", "--edge-precision", help="fp32, or int8: also an int8 head and tail for each of ONNX (QDQ) and TFLite (PT2E) in --formats, statically quantized with ranges calibrated on the fine-tuning data, mixing and the parts' inputs and outputs kept fp32, verified by top-1 agreement >= 99 % with the fp32 parts.", rich_help_panel=EXPORT),
+    edge_precision: str = typer.Option("fp32", "--edge-precision", help="fp32; fp16: also an fp16 head and tail for each of ONNX (fp16 weights and activations) and TFLite (fp16 weights) in --formats; int8: also an int8 head and tail for each, statically quantized (ONNX QDQ, TFLite PT2E) with ranges calibrated on the fine-tuning data. Mixing and the parts' inputs and outputs stay fp32; both are verified by top-1 agreement >= 99 % with the fp32 parts.", rich_help_panel=EXPORT),
     formats: str = typer.Option("onnx,tflite", "--formats", help="Edge formats, comma-separated.", rich_help_panel=EXPORT),
     cloud_formats: str = typer.Option("torchscript,pt2", "--cloud-formats", help="Cloud formats: torchscript (required), pt2, aoti (AOTInductor, compiled for this machine).", rich_help_panel=EXPORT),
     atol: float = typer.Option(None, "--atol", help="Max abs error accepted against PyTorch (default: per format, 1e-4 for fp32).", rich_help_panel=EXPORT),
@@ -160,14 +160,14 @@ def _latency(link: str | None, measure: bool, threads: int, uplink: str):
 
 
 def _edge_formats(formats: tuple[str, ...], precision: str) -> tuple[str, ...]:
-    """``formats`` plus the int8 variant of each edge format that has one."""
+    """``formats`` plus the fp16 or int8 variant of each edge format that has one."""
     from datamix_cli.errors import ConfigError
 
     if precision == "fp32":
         return formats
-    if precision != "int8":
-        raise ConfigError(f"--edge-precision must be fp32 or int8, got {precision!r} (fp16 edge artifacts are not built yet)")
-    quantized = tuple(f"{f}_int8" for f in formats if f in ("onnx", "tflite"))
-    if not quantized:
-        raise ConfigError("--edge-precision int8 quantizes the ONNX and TFLite parts: add onnx or tflite to --formats")
-    return (*formats, *quantized)
+    if precision not in ("fp16", "int8"):
+        raise ConfigError(f"--edge-precision must be fp32, fp16 or int8, got {precision!r}")
+    reduced = tuple(f"{f}_{precision}" for f in formats if f in ("onnx", "tflite"))
+    if not reduced:
+        raise ConfigError(f"--edge-precision {precision} converts the ONNX and TFLite parts: add onnx or tflite to --formats")
+    return (*formats, *reduced)

@@ -224,12 +224,12 @@ class EdgeResult:
 
 
 def edge_format(runtime: str, precision: str) -> str:
-    """The artifact format ``runtime`` runs at ``precision`` (fp32 or int8)."""
+    """The artifact format ``runtime`` runs at ``precision`` (fp32, fp16 or int8)."""
     if precision == "fp32":
         return runtime
-    if precision == "int8":
-        return f"{runtime}_int8"
-    raise ConfigError(f"--precision must be fp32 or int8, got {precision!r} (fp16 edge artifacts are not built yet)")
+    if precision in ("fp16", "int8"):
+        return f"{runtime}_{precision}"
+    raise ConfigError(f"--precision must be fp32, fp16 or int8, got {precision!r}")
 
 
 class EdgeClient:

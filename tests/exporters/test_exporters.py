@@ -34,9 +34,10 @@ def cloud_case():
 
 
 # format -> the roles it is used for in a split
-# The int8 formats are verified by agreement on a trained split, not by a tolerance: tests/exporters/test_int8.py.
+# The fp16 and int8 formats are verified by agreement on a trained split, not by a tolerance:
+# tests/exporters/test_edge_precision.py.
 CASES = {"onnx": [head_case, tail_case], "tflite": [head_case, tail_case], "torchscript": [cloud_case], "pt2": [cloud_case], "aoti": [cloud_case],
-         "onnx_int8": [], "tflite_int8": []}
+         "onnx_int8": [], "tflite_int8": [], "onnx_fp16": [], "tflite_fp16": []}
 
 
 def test_every_registered_exporter_has_a_test():

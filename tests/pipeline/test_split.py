@@ -239,7 +239,8 @@ def test_bad_input_fails_before_writing(tmp_path, overrides, error, match):
         # The smallest code (one int8 channel at stride 8: 4 values and 8 bytes of scale, plus the request's share of
         # HTTP and JSON) takes more than 100 bytes: refused after ranking it, naming its size and accuracy.
         (["--edge-precision", "int8", "--formats", "onnx_int8"], "add onnx or tflite to --formats"),
-        (["--edge-precision", "fp16"], "fp16 edge artifacts are not built yet"),
+        (["--edge-precision", "fp8"], "--edge-precision must be fp32, fp16 or int8, got 'fp8'"),
+        (["--edge-precision", "fp16", "--formats", "onnx_fp16"], "--edge-precision fp16 converts the ONNX and TFLite parts"),
         (["--objective", "latency"], "--objective latency needs --link"),
         (["--objective", "latency", "--link", "4g", "--bottleneck", "4"], "drop --bottleneck and --max-uplink-bytes"),
         (["--link", "carrier-pigeon"], "unknown link 'carrier-pigeon'"),

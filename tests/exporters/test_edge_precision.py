@@ -1,17 +1,19 @@
-"""int8 edge parts, ONNX (QDQ) and TFLite (PT2E): really quantized, mixing kept fp32 at the boundary, fp32 inputs
-and outputs, and verified by the top-1 agreement of the whole edge chain with PyTorch on a trained fixture."""
+"""Reduced-precision edge parts: int8 (ONNX QDQ, TFLite PT2E) and fp16 (ONNX fp16 graph, TFLite fp16 weights).
+Really converted, mixing kept fp32 at the boundary, fp32 inputs and outputs, and verified by the top-1 agreement of
+the whole edge chain with PyTorch on a trained fixture."""
 
 import numpy as np
 import pytest
 
 INT8 = ("onnx_int8", "tflite_int8")
+FP16 = ("onnx_fp16", "tflite_fp16")
 
 
 @pytest.fixture(scope="module")
-def int8_split(tmp_path_factory):
+def precision_split(tmp_path_factory):
     """The ResNet example (its checked-in digits checkpoint) fine-tuned one seeded epoch: its int8 chains agree on
     353 of 356 held-out inputs (99.2 %, ONNX) and 354 of 356 (99.4 %, TFLite), deterministically (seeded C and
-    data); the small test CNN sits at 98.6-99.4 %, too near the 99 % bar."""
+    data); the small test CNN sits at 98.6-99.4 %, too near the 99 % bar. Its fp16 chains agree on all 356."""
     from datamix_cli.model.loading import ModelSource
     from datamix_cli.pipeline.export import ExportConfig
     from datamix_cli.pipeline.split import SplitConfig, run_split
@@ -21,15 +23,15 @@ def int8_split(tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "split"
     run_split(SplitConfig(source=ModelSource(f"{EXAMPLES_FILE}:resnet", weights=ROOT / "examples/checkpoints/resnet_digits.pt"), data="digits", out=out,
                           input_shape=(1, 1, 32, 32), training=FinetuneConfig(epochs=1, seed=0),
-                          export=ExportConfig(formats=("onnx", "tflite", *INT8))))
+                          export=ExportConfig(formats=("onnx", "tflite", *INT8, *FP16))))
     return out
 
 
-def test_onnx_int8_parts_are_quantized_but_mix_in_fp32_with_fp32_inputs_and_outputs(int8_split):
+def test_onnx_int8_parts_are_quantized_but_mix_in_fp32_with_fp32_inputs_and_outputs(precision_split):
     import onnx
 
     for role, matrix in (("head", "C"), ("tail", "C_inv")):
-        graph = onnx.load(str(int8_split / f"edge/{role}.int8.onnx")).graph
+        graph = onnx.load(str(precision_split / f"edge/{role}.int8.onnx")).graph
         ops = [n.op_type for n in graph.node]
         int8_weights = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2}
         assert "QuantizeLinear" in ops, ops  # activations
@@ -40,11 +42,11 @@ def test_onnx_int8_parts_are_quantized_but_mix_in_fp32_with_fp32_inputs_and_outp
             assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT, value.name
 
 
-def test_tflite_int8_parts_run_int8_kernels_but_mix_in_fp32_with_fp32_inputs_and_outputs(int8_split):
+def test_tflite_int8_parts_run_int8_kernels_but_mix_in_fp32_with_fp32_inputs_and_outputs(precision_split):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     for role in ("head", "tail"):  # without XNNPACK, which would fold the ops into one DELEGATE node
-        interpreter = Interpreter(model_path=str(int8_split / f"edge/{role}.int8.tflite"), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interpreter = Interpreter(model_path=str(precision_split / f"edge/{role}.int8.tflite"), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         interpreter.allocate_tensors()
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
         assert len(inputs) == 2 and len(outputs) == 1
@@ -62,18 +64,56 @@ def test_tflite_int8_parts_run_int8_kernels_but_mix_in_fp32_with_fp32_inputs_and
         assert readers and all(op["op_name"] == "BATCH_MATMUL" and all(dtypes[i] == np.float32 for i in op["inputs"]) for op in readers), readers
 
 
+def _representable_in_fp16(a: np.ndarray) -> float:
+    """The share of ``a``'s nonzero elements that fp16 holds exactly (1 for any tensor rounded to fp16)."""
+    a = a[a != 0]
+    return float((a.astype(np.float16).astype(np.float32) == a).mean())
+
+
 @pytest.mark.parametrize("runtime", ["onnx", "tflite"])
-def test_int8_chain_agrees_with_pytorch_and_serves(int8_split, runtime):
+def test_fp16_parts_store_fp16_weights_but_mix_and_demix_in_fp32(precision_split, runtime):
+    """fp16 weights in the file; the mixtures leave the head unrounded (products of C and the features, not fp16
+    values), and the tail de-mixes its fp32 input before rounding (an input rounded to fp16 first gives other
+    scores). A part that mixed or de-mixed in fp16 fails both (de-mixing amplifies rounding by up to cond(C))."""
+    from exporters import get_exporter
+
+    if runtime == "onnx":
+        import onnx
+
+        graph = onnx.load(str(precision_split / "edge/head.fp16.onnx")).graph
+        assert any(t.data_type == onnx.TensorProto.FLOAT16 and len(t.dims) == 4 for t in graph.initializer)  # conv weights
+        assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in (*graph.input, *graph.output))
+    else:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        interpreter = Interpreter(model_path=str(precision_split / "edge/head.fp16.tflite"), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interpreter.allocate_tensors()
+        assert any(d["dtype"] == np.float16 and len(d["shape"]) == 4 for d in interpreter.get_tensor_details())  # conv weights
+        assert "DEQUANTIZE" in [op["op_name"] for op in interpreter._get_ops_details()]
+        assert all(d["dtype"] == np.float32 for d in (*interpreter.get_input_details(), *interpreter.get_output_details()))
+    exporter = get_exporter(f"{runtime}_fp16")
+    head, tail = (exporter.load(precision_split / f"edge/{role}.fp16.{runtime}") for role in ("head", "tail"))
+    vectors = np.load(precision_split / "test_vectors.npz")
+    mixtures = head(vectors["x"], vectors["C"])
+    assert _representable_in_fp16(mixtures) < 0.5, _representable_in_fp16(mixtures)
+    z = vectors["cloud_out"]
+    assert _representable_in_fp16(z) < 0.5  # the fixture's input is not already fp16 values
+    assert not np.array_equal(tail(z, vectors["C_inv"]), tail(z.astype(np.float16).astype(np.float32), vectors["C_inv"]))
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+@pytest.mark.parametrize("runtime", ["onnx", "tflite"])
+def test_reduced_precision_chain_agrees_with_pytorch_and_serves(precision_split, runtime, precision):
     from datamix_cli.artifacts.manifest import load_manifest
     from datamix_cli.serving.loopback import LoopbackConfig, run_serve_local
 
-    records = [a for a in load_manifest(int8_split).artifacts if a["format"] == f"{runtime}_int8"]
+    records = [a for a in load_manifest(precision_split).artifacts if a["format"] == f"{runtime}_{precision}"]
     assert {a["role"] for a in records} == {"head", "tail"}
     agreement = records[0]["agreement"]
-    assert agreement["top1"] >= 0.99 and agreement["inputs"] >= 256 and agreement["max_logit_error"] > 0  # quantized: not exact
+    assert agreement["top1"] >= 0.99 and agreement["inputs"] >= 256 and agreement["max_logit_error"] > 0  # converted: not exact
     # Seeded C, decoys and noise: the same outcome every run. The bar is 0.99 less 3 binomial standard errors at
-    # 200 samples (0.969); the fixture's chains agree on 99.2-99.4 % of the held-out inputs at export.
-    report = run_serve_local(LoopbackConfig(int8_split, runtime=runtime, precision="int8", samples=200, seed=0))
+    # 200 samples (0.969); the fixture's chains agree on 99.2-100 % of the held-out inputs at export.
+    report = run_serve_local(LoopbackConfig(precision_split, runtime=runtime, precision=precision, samples=200, seed=0))
     assert report["passed"] and report["required_agreement"] == pytest.approx(0.99 - 3 * np.sqrt(0.99 * 0.01 / 200)), report["agreement"]
 
 
