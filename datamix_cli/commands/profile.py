@@ -28,13 +28,13 @@ def profile(
     link: str = typer.Option(None, "--link", help="Estimate every cut's end-to-end latency on this link: 3g, 4g, wifi (BottleNet's rates) or MBPS[/DOWN_MBPS][:RTT_MS]."),
     measure: bool = typer.Option(False, "--measure", help="Time each candidate head (+ mixing) and the tail on the edge runtime (--runtime), and the cloud part in PyTorch, instead of splitting the whole model's time by FLOPs."),
     objective: str = typer.Option("flops", "--objective", help="flops (the budget's deepest cut), latency or bytes: what picks the cut within the budget (latency and bytes need --link)."),
-    runtime: str = typer.Option("onnx", "--runtime", help="Edge runtime --measure times the parts on: onnx (onnxruntime) or tflite (ai-edge-litert)."),
+    runtime: str = typer.Option("onnx", "--runtime", help="Edge runtime --measure times the parts on, and the format of --export-candidates: onnx (onnxruntime) or tflite (ai-edge-litert)."),
     threads: int = typer.Option(1, "--threads", help="Edge runtime threads for the edge times (1: one phone core)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Time every part again instead of reusing times measured before for the same model, cut, runtime and threads ($DATAMIX_CACHE_DIR, default ~/.cache/datamix)."),
     device_speed: float = typer.Option(1.0, "--device-speed", help="The device is this many times as fast as this machine's edge runtime."),
     cloud_speedup: float = typer.Option(1.0, "--cloud-speedup", help="The cloud is this many times as fast as this machine."),
-    export_candidates: Path = typer.Option(None, "--export-candidates", help="Write every candidate head (with mixing), the tail (with de-mixing) and the whole model as ONNX, with candidates.json, to time on the real device."),
-    device_times: Path = typer.Option(None, "--device-times", help="The device's timings of those files (JSON {\"head\": {CUT: ms}, \"tail\": ms, \"whole\": ms} or CSV lines PART,ms): the edge stages of the --link estimate."),
+    export_candidates: Path = typer.Option(None, "--export-candidates", help="Write every candidate head (with mixing), the tail (with de-mixing) and the whole model as ONNX (or TFLite with --runtime tflite), with candidates.json, to time on the real device."),
+    device_times: Path = typer.Option(None, "--device-times", help="The device's timings of those files (JSON {\"head\": {CUT: ms}, \"tail\": ms, \"whole\": ms}, CSV lines PART,ms, or TFLite benchmark_model's log of every file, saved in the --export-candidates folder): the edge stages of the --link estimate."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table."),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG of per-layer FLOPs with the cuts and the budget."),
 ) -> None:
@@ -55,6 +55,7 @@ def profile(
         latency=_latency_options(link, measure, threads, device_speed, cloud_speedup, uplink.value, runtime, not no_cache),
         objective=objective,
         export_candidates=export_candidates,
+        candidates_runtime=runtime,
         device_times=device_times,
     )
     report = run_profile(config)

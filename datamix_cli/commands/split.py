@@ -36,8 +36,9 @@ def split(
     cut_features: CutFeatures = typer.Option(None, "--cut-features", help="any, or signed: the deepest cut within budget whose features take both signs (pre-activation; non-negative separation cannot hold on to them). Default any.", rich_help_panel=SPLIT, case_sensitive=False),
     objective: str = typer.Option("flops", "--objective", help="flops (the budget's deepest cut), latency or bytes on --link: what picks the cut within the budget.", rich_help_panel=SPLIT),
     link: str = typer.Option(None, "--link", help="The link the latency objective is estimated on: 3g, 4g, wifi or MBPS[/DOWN_MBPS][:RTT_MS] (`datamix profile --link`).", rich_help_panel=SPLIT),
-    measure: bool = typer.Option(False, "--measure", help="Time every candidate part for the estimate (onnxruntime edge, PyTorch cloud) instead of splitting by FLOPs.", rich_help_panel=SPLIT),
-    threads: int = typer.Option(1, "--threads", help="onnxruntime threads for the measured edge times.", rich_help_panel=SPLIT),
+    measure: bool = typer.Option(False, "--measure", help="Time every candidate part for the estimate (edge parts on --runtime, the cloud in PyTorch) instead of splitting by FLOPs.", rich_help_panel=SPLIT),
+    runtime: str = typer.Option("onnx", "--runtime", help="Edge runtime --measure times the parts on: onnx (onnxruntime) or tflite (ai-edge-litert).", rich_help_panel=SPLIT),
+    threads: int = typer.Option(1, "--threads", help="Edge runtime threads for the measured edge times.", rich_help_panel=SPLIT),
     bottleneck: int = typer.Option(None, "--bottleneck", help="Channels of a learned code at the head cut (encoder on the edge, decoder first in the cloud, PCA-initialised, trained mixing-aware): what is mixed and sent.", rich_help_panel=WIRE),
     bottleneck_stride: int = typer.Option(1, "--bottleneck-stride", help="Spatial stride of the bottleneck (s×s patches per code vector; image-like cuts).", rich_help_panel=WIRE),
     max_uplink_bytes: int = typer.Option(None, "--max-uplink-bytes", help="Send at most this many bytes per input on the wire (HTTP included, one group per request): searches cut × bottleneck × codec within --budget for the best validation accuracy, then fine-tunes the winner.", rich_help_panel=WIRE),
@@ -124,7 +125,7 @@ def split(
         max_uplink_bytes=max_uplink_bytes,
         privacy=target,
         objective=objective,
-        latency=_latency(link, measure, threads, uplink.value),
+        latency=_latency(link, measure, threads, uplink.value, runtime),
         training=FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, distill=distill, feature_match=feature_match,
                                 adversarial=o["adversarial"], seed=seed, device=resolve_device(device), bf16=bf16, workers=workers,
                                 validation=validation, patience=patience),
@@ -149,12 +150,12 @@ def split(
     run_with_progress(config, run_split)
 
 
-def _latency(link: str | None, measure: bool, threads: int, uplink: str):
+def _latency(link: str | None, measure: bool, threads: int, uplink: str, runtime: str):
     if link is None:
         return None
     from datamix_cli.pipeline.latency import LatencyOptions, parse_link
 
-    options = LatencyOptions(parse_link(link), measure, threads, uplink=uplink)
+    options = LatencyOptions(parse_link(link), measure, threads, uplink=uplink, runtime=runtime)
     options.check()
     return options
 

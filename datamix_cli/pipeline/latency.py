@@ -299,7 +299,7 @@ def manifest_record(table: dict) -> dict:
     """What the manifest keeps of a latency table (``split.objective``): the objective, the link, the chosen and the
     FLOPs budget's cut with their estimates, the baselines and the Pareto set."""
     row = {r["cut"]: r for r in table["cuts"]}
-    return {"name": table["objective"], "link": table["link"], "times": table["times"], "threads": table["threads"],
+    return {"name": table["objective"], "link": table["link"], "times": table["times"], "threads": table["threads"], "runtime": table["runtime"],
             "chosen": table["chosen"], "flops_choice": table["flops_choice"], "estimate_s": row[table["chosen"]]["latency"],
             "flops_choice_estimate_s": row[table["flops_choice"]]["latency"], "edge_only_s": table["baselines"]["edge_only"]["total"],
             "cloud_only_uint8_s": table["baselines"]["cloud_only_uint8"]["total"], "pareto": table["pareto"]}
@@ -308,72 +308,3 @@ def manifest_record(table: dict) -> dict:
 def candidate_cuts(profile, decision) -> list:
     """The head cuts a latency objective may choose: before the tail, with at least one layer in the head."""
     return [c for c in profile.cut_points if c.position < decision.tail_cut.position and c.flops_prefix > 0]
-
-
-def export_candidates(traced, profile, decision, sample_shape: tuple[int, ...], folder: Path) -> dict:
-    """Every candidate head (with mixing) and the tail (with de-mixing) as standalone ONNX files at batch k, the
-    whole model at batch 1, and ``candidates.json`` naming them, to time on the real device (e.g. with
-    onnxruntime_perf_test) and read back with ``--device-times``."""
-    import json
-
-    import torch
-
-    from datamix_cli.protocol.edge_modules import HeadWithMix, TailWithDemix
-    from exporters import get_exporter
-    from partitioners.partition import partition
-
-    onnx, k = get_exporter("onnx"), decision.k
-    folder.mkdir(parents=True, exist_ok=True)
-    x, c = torch.rand(k, *sample_shape), torch.eye(k)
-    heads = []
-    for i, cut in enumerate(candidate_cuts(profile, decision)):
-        parts = partition(traced, cut, decision.tail_cut)
-        onnx.export(HeadWithMix(parts.head).eval(), (x, c), folder / f"head-{i:02d}.onnx", ["x", "C"], "mixtures")
-        heads.append({"cut": cut.name, "file": f"head-{i:02d}.onnx", "inputs": {"x": [k, *sample_shape], "C": [k, k]}})
-    parts = partition(traced, decision.head_cut, decision.tail_cut)
-    with torch.no_grad():
-        z = parts.cloud(parts.head(x))
-    onnx.export(TailWithDemix(parts.tail).eval(), (z, c), folder / "tail.onnx", ["cloud_out", "C_inv"], "scores")
-    onnx.export(traced.module.eval(), (x[:1],), folder / "whole.onnx", ["x"], "scores")
-    listing = {"k": k, "tail_cut": decision.tail_cut.name, "heads": heads,
-               "tail": {"file": "tail.onnx", "inputs": {"cloud_out": list(z.shape), "C_inv": [k, k]}},
-               "whole": {"file": "whole.onnx", "inputs": {"x": [1, *sample_shape]}},
-               "device_times": "time each file on the device, then write {\"unit\": \"ms\", \"head\": {CUT: ms, ...}, \"tail\": ms, "
-                               "\"whole\": ms} (or CSV lines PART,ms with PART a cut, tail or whole) for --device-times"}
-    (folder / "candidates.json").write_text(json.dumps(listing, indent=2) + "\n")
-    return listing
-
-
-def read_device_times(path: Path, profile, decision) -> dict:
-    """Device timings (JSON or CSV, milliseconds) as seconds, checked against the model's cuts: every named cut must
-    be a candidate head cut, the tail must be given, and so must the cut the FLOPs budget (or --head-cut) chose."""
-    import csv
-    import json
-
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read --device-times {path}: {exc.strerror}") from None
-    try:
-        data = json.loads(text) if text.lstrip().startswith("{") else None
-        if data is None:
-            rows = [r for r in csv.reader(text.splitlines()) if r and not r[0].startswith("#") and r[0].strip().lower() != "part"]
-            data = {"head": {r[0].strip(): float(r[1]) for r in rows if r[0].strip() not in ("tail", "whole")},
-                    **{r[0].strip(): float(r[1]) for r in rows if r[0].strip() in ("tail", "whole")}}
-        head, tail, whole = dict(data.get("head") or {}), data.get("tail"), data.get("whole")
-        values = [*head.values(), tail] + ([whole] if whole is not None else [])
-        if tail is None or not all(isinstance(v, (int, float)) and v > 0 and np.isfinite(v) for v in values):
-            raise ValueError("the tail's time and every time must be positive numbers")
-    except (ValueError, IndexError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"--device-times {path}: {exc} (JSON {{\"head\": {{CUT: ms}}, \"tail\": ms, \"whole\": ms}} or CSV lines PART,ms)") from None
-    known = {c.name for c in candidate_cuts(profile, decision)}
-    unknown = sorted(set(head) - known)
-    if unknown:
-        raise ConfigError(f"--device-times names cuts the model has no candidate head at: {', '.join(unknown)}")
-    if decision.head_cut.name not in head:
-        raise ConfigError(f"--device-times misses the chosen cut {decision.head_cut.name!r}")
-    unit = data.get("unit", "ms")
-    if unit not in ("ms", "s"):
-        raise ConfigError(f"--device-times {path}: unit must be ms or s, got {unit!r}")
-    scale = 1e-3 if unit == "ms" else 1.0
-    return {"head": {cut: ms * scale for cut, ms in head.items()}, "tail": tail * scale, "whole": None if whole is None else whole * scale}

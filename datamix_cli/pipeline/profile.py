@@ -24,7 +24,8 @@ class ProfileConfig:
     uplink: str = "fp32"  # the codec its bytes are counted in
     latency: object = None  # a datamix_cli.pipeline.latency.LatencyOptions: estimate every cut's latency on a link
     objective: str = "flops"  # flops (the budget's deepest cut), latency or bytes, among the cuts within the budget
-    export_candidates: Path | None = None  # write every candidate head and the tail as ONNX, to time on the device
+    export_candidates: Path | None = None  # write every candidate head and the tail, to time on the device
+    candidates_runtime: str = "onnx"  # in this runtime's format: onnx or tflite
     device_times: Path | None = None  # read those timings back (JSON or CSV, ms): the edge stages of the estimate
 
 
@@ -61,13 +62,13 @@ def run_profile(config: ProfileConfig) -> ProfileReport:
     if config.objective != "flops" and config.latency is None:
         raise ConfigError(f"--objective {config.objective} needs --link (the link's rate and RTT)")
     if config.export_candidates is not None:
-        from datamix_cli.pipeline.latency import export_candidates
+        from datamix_cli.pipeline.device_times import export_candidates
 
-        export_candidates(traced, profile, decision, tuple(shape[1:]), config.export_candidates)
+        export_candidates(traced, profile, decision, tuple(shape[1:]), config.export_candidates, config.candidates_runtime)
     if config.device_times is not None:
         from dataclasses import replace
 
-        from datamix_cli.pipeline.latency import read_device_times
+        from datamix_cli.pipeline.device_times import read_device_times
 
         if config.latency is None:
             raise ConfigError("--device-times needs --link (what the estimate is for)")

@@ -1,5 +1,7 @@
 """The latency model against figures computed by hand, the link parser's refusals, and the objective's choice."""
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -108,76 +110,23 @@ def test_split_builds_the_cut_the_latency_objective_picks_and_records_the_estima
     assert estimate["total"] <= deepest["total"]
     sent = manifest.split["uplink"]["bytes_per_sample"] * manifest.protocol["k"]
     assert sent * 8 / 1.1e6 < estimate["uplink"] < (sent + 1000) * 8 / 1.1e6  # the tensors, plus under 1 KB of HTTP
+    assert objective["runtime"] == "onnx"
 
 
-@pytest.fixture(scope="module")
-def small_profile():
-    from datamix_cli.model.loading import ModelSource, load_model
-    from partitioners.graph import trace_model
-    from partitioners.profile import profile_model
-    from partitioners.select import choose_split
+def test_split_measures_on_the_runtime_it_is_given(tmp_path, small_cnn_weights, monkeypatch):
+    """split --measure --runtime tflite times the edge parts on LiteRT, and the manifest says so."""
+    from datamix_cli.pipeline import latency
 
-    profile = profile_model(trace_model(load_model(ModelSource(SMALL))), (1, 1, 32, 32))
-    return profile, choose_split(profile, 0.2, 4)
-
-
-@pytest.mark.parametrize(("text", "message"), [
-    ('{"head": {"no-such-cut": 1.0}, "tail": 0.1}', "names cuts the model has no candidate head at: no-such-cut"),
-    ('{"head": {}, "tail": 0.1}', "misses the chosen cut"),
-    ('{"head": {"CHOSEN": -1}, "tail": 0.1}', "must be positive numbers"),
-    ('{"head": {"CHOSEN": 1}}', "must be positive numbers"),
-    ('{"head": {"CHOSEN": 1}, "tail": 0.1, "unit": "us"}', "unit must be ms or s"),
-    ("CHOSEN,abc\ntail,0.1\n", "could not convert"),
-])
-def test_bad_device_times_are_refused(tmp_path, small_profile, text, message):
-    from datamix_cli.pipeline.latency import read_device_times
-
-    profile, decision = small_profile
-    path = tmp_path / "times.json"
-    path.write_text(text.replace("CHOSEN", decision.head_cut.name))
-    with pytest.raises(ConfigError, match=message):
-        read_device_times(path, profile, decision)
-
-
-def test_device_times_from_csv_and_json_agree(tmp_path, small_profile):
-    from datamix_cli.pipeline.latency import read_device_times
-
-    profile, decision = small_profile
-    cut = decision.head_cut.name
-    (tmp_path / "t.csv").write_text(f"part,ms\n{cut},2.5\ntail,0.5\nwhole,9\n")
-    (tmp_path / "t.json").write_text(f'{{"unit": "s", "head": {{"{cut}": 0.0025}}, "tail": 0.0005, "whole": 0.009}}')
-    from_csv, from_json = (read_device_times(tmp_path / name, profile, decision) for name in ("t.csv", "t.json"))
-    for times in (from_csv, from_json):
-        assert times["head"] == {cut: pytest.approx(0.0025)} and times["tail"] == pytest.approx(0.0005) and times["whole"] == pytest.approx(0.009)
-
-
-def test_exported_candidates_run_and_their_device_times_drive_the_estimate(tmp_path):
-    """Every candidate is written and runs at its listed shapes; timings given for two cuts give a table of those
-    two, whose edge stages are the given milliseconds."""
-    import json
-
-    import numpy as np
-    import onnxruntime as ort
-
-    args = ["profile", SMALL, "--input-shape", "1,1,32,32", "--budget", "1"]
-    result = CliRunner().invoke(app, [*args, "--export-candidates", str(tmp_path / "c")])
+    timed = []
+    real = latency.edge_seconds
+    monkeypatch.setattr(latency, "edge_seconds", lambda module, example, threads, runtime="onnx": timed.append(runtime) or real(module, example, threads, runtime))
+    out = tmp_path / "s"
+    result = CliRunner().invoke(app, ["split", SMALL, "--weights", str(small_cnn_weights), "--data", "digits", "--input-shape", "1,1,32,32", "--out", str(out),
+                                      "--epochs", "0", "--formats", "onnx", "--objective", "latency", "--link", "4g", "--measure", "--runtime", "tflite",
+                                      "--allow-low-accuracy", "--json"])
     assert result.exit_code == 0, result.output
-    listing = json.loads((tmp_path / "c" / "candidates.json").read_text())
-    assert len(listing["heads"]) >= 3
-    for entry in [*listing["heads"], listing["tail"], listing["whole"]]:
-        session = ort.InferenceSession(str(tmp_path / "c" / entry["file"]))
-        feeds = {i.name: np.random.rand(*entry["inputs"][i.name]).astype(np.float32) for i in session.get_inputs()}
-        assert np.isfinite(session.run(None, feeds)[0]).all()
-    chosen = json.loads(CliRunner().invoke(app, [*args, "--json"]).output)["chosen"]["head_cut"]
-    other = next(h["cut"] for h in listing["heads"] if h["cut"] != chosen)
-    (tmp_path / "t.json").write_text(json.dumps({"head": {chosen: 7.0, other: 3.0}, "tail": 1.0, "whole": 20.0}))
-    result = CliRunner().invoke(app, [*args, "--link", "wifi", "--device-times", str(tmp_path / "t.json"), "--json"])
-    assert result.exit_code == 0, result.output
-    latency = json.loads(result.output)["latency"]
-    rows = {r["cut"]: r["latency"] for r in latency["cuts"]}
-    assert set(rows) == {chosen, other}
-    assert rows[chosen]["edge_head_mix"] == pytest.approx(0.007) and rows[other]["edge_demix_tail"] == pytest.approx(0.001)
-    assert latency["baselines"]["edge_only"]["total"] == pytest.approx(0.020)
+    assert timed and set(timed) == {"tflite"}
+    assert json.loads(result.output)["split"]["objective"]["runtime"] == "tflite"
 
 
 def test_measured_part_times_are_reused_only_for_the_same_model_runtime_and_threads(tmp_path, monkeypatch):
