@@ -1,11 +1,12 @@
-"""Latency on a link, estimated and measured, and int8 edge parts against fp32, for the ResNet example on digits.
+"""Latency on a link, estimated and measured, and int8 (or fp16) edge parts against fp32, for the ResNet example on
+digits.
 
     .venv/bin/python benchmarks/bench_latency.py [--links 3g,4g,wifi] [--samples 64] [--runs 300] [--work DIR]
-        [--int8-budgets 0.2,0.5] [--int8-only]
+        [--int8-budgets 0.2,0.5] [--int8-only] [--precision int8|fp16]
 
-1. int8 speed: each split (per budget, one seeded epoch, `--edge-precision int8`) runs its fp32 and int8 ONNX head
-   and tail on onnxruntime with one thread, alternating, in this one process; the median of each and the ratio,
-   with the int8 chain's top-1 agreement from the manifest.
+1. int8 speed: each split (per budget, one seeded epoch, `--edge-precision int8`, or fp16 with `--precision fp16`)
+   runs its fp32 and int8 head and tail on onnxruntime and on ai-edge-litert with one thread, alternating, in this
+   one process; the median of each and the ratio, with the reduced chain's top-1 agreement from the manifest.
 2. Estimate accuracy: per link preset, the estimate of `profile --link` for the split's cut (its parts measured:
    ONNX head + mix and tail with one thread, the cloud part in PyTorch) against `serve-local --link` (the client's
    socket paced to the link), per stage and end to end: relative error (estimate - measured) / measured.
@@ -47,17 +48,17 @@ def split(out: Path, *extra: str) -> dict:
     return json.loads((out / "manifest.json").read_text())
 
 
-def int8_speed(folder: Path, manifest: dict, runs: int, runtime: str = "onnx") -> dict:
-    """Median ms of head(x, C) + tail(z, C⁻¹) per group for fp32 and int8 on ``runtime`` (onnx or tflite, one
-    thread), alternating run by run."""
+def reduced_speed(folder: Path, manifest: dict, runs: int, runtime: str = "onnx", precision: str = "int8") -> dict:
+    """Median ms of head(x, C) + tail(z, C⁻¹) per group for fp32 and ``precision`` (int8 or fp16) on ``runtime``
+    (onnx or tflite, one thread), alternating run by run."""
     from exporters import get_exporter
 
     k = manifest["protocol"]["k"]
     x = np.load(folder / "test_vectors.npz")
     inputs = (x["x"], x["C"]), (x["cloud_out"], x["C_inv"])
     chains = {}
-    for fmt, suffix in (("fp32", f".{runtime}"), ("int8", f".int8.{runtime}")):
-        exporter = get_exporter(runtime if fmt == "fp32" else f"{runtime}_int8")
+    for fmt, suffix in (("fp32", f".{runtime}"), ("reduced", f".{precision}.{runtime}")):
+        exporter = get_exporter(runtime if fmt == "fp32" else f"{runtime}_{precision}")
         chains[fmt] = (exporter.load(folder / f"edge/head{suffix}", 1), exporter.load(folder / f"edge/tail{suffix}", 1))
     times = {fmt: [] for fmt in chains}
     for i in range(runs + 20):
@@ -67,9 +68,9 @@ def int8_speed(folder: Path, manifest: dict, runs: int, runtime: str = "onnx") -
             tail(*inputs[1])
             if i >= 20:  # warm-up
                 times[fmt].append(time.perf_counter() - start)
-    fp32, int8 = (statistics.median(times[f]) * 1e3 for f in ("fp32", "int8"))
-    agreement = next(a["agreement"] for a in manifest["artifacts"] if a["format"] == f"{runtime}_int8")
-    return {"k": k, "fp32_ms": fp32, "int8_ms": int8, "speedup": fp32 / int8, "top1_agreement": agreement["top1"], "inputs": agreement["inputs"]}
+    fp32, reduced = (statistics.median(times[f]) * 1e3 for f in ("fp32", "reduced"))
+    agreement = next(a["agreement"] for a in manifest["artifacts"] if a["format"] == f"{runtime}_{precision}")
+    return {"k": k, "fp32_ms": fp32, "reduced_ms": reduced, "speedup": fp32 / reduced, "top1_agreement": agreement["top1"], "inputs": agreement["inputs"]}
 
 
 def part_times(manifest: dict) -> dict:
@@ -140,18 +141,20 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/datamix-latency"))
     parser.add_argument("--int8-budgets", default="0.2", help="budgets whose splits the int8 speed is measured on")
     parser.add_argument("--int8-only", action="store_true", help="measure the int8 speed and stop")
+    parser.add_argument("--precision", default="int8", choices=("int8", "fp16"), help="the reduced precision timed against fp32")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
     for budget in args.int8_budgets.split(","):
-        out = args.work / f"resnet-{budget}"
-        found = split(out, "--budget", budget, "--epochs", "1", "--formats", "onnx,tflite", "--edge-precision", "int8", "--allow-mismatch")
+        out = args.work / f"resnet-{budget}" if args.precision == "int8" else args.work / f"resnet-{budget}-{args.precision}"
+        found = split(out, "--budget", budget, "--epochs", "1", "--formats", "onnx,tflite", "--edge-precision", args.precision, "--allow-mismatch")
         for runtime, engine in (("onnx", "onnxruntime"), ("tflite", "ai-edge-litert")):
-            speed = int8_speed(out, found, args.runs, runtime)
-            print(json.dumps({"budget": budget, "runtime": runtime, "head_cut": found["split"]["head_cut"], **speed}), flush=True)
-            rows.append((f"int8 edge head + tail, ResNet example, budget {budget} (cut {found['split']['head_cut']}; {engine}, 1 thread)",
-                         f"fp32 {speed['fp32_ms']:.3f} ms, int8 {speed['int8_ms']:.3f} ms per group of {speed['k']}: {speed['speedup']:.2f}x; "
-                         f"top-1 agreement {speed['top1_agreement']:.1%} on {speed['inputs']} held-out inputs", ">= 1.5x faster, agreement >= 99 %"))
+            speed = reduced_speed(out, found, args.runs, runtime, args.precision)
+            print(json.dumps({"budget": budget, "runtime": runtime, "precision": args.precision, "head_cut": found["split"]["head_cut"], **speed}), flush=True)
+            rows.append((f"{args.precision} edge head + tail, ResNet example, budget {budget} (cut {found['split']['head_cut']}; {engine}, 1 thread)",
+                         f"fp32 {speed['fp32_ms']:.3f} ms, {args.precision} {speed['reduced_ms']:.3f} ms per group of {speed['k']}: {speed['speedup']:.2f}x; "
+                         f"top-1 agreement {speed['top1_agreement']:.1%} on {speed['inputs']} held-out inputs",
+                         ">= 1.5x faster, agreement >= 99 %" if args.precision == "int8" else "agreement >= 99 % (no speed target)"))
     if args.int8_only:
         record(rows)
         return
