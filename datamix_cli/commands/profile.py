@@ -25,7 +25,7 @@ def profile(
     bottleneck: int = typer.Option(None, "--bottleneck", help="Cost a learned bottleneck of this many channels at the chosen head cut (as `split --bottleneck`)."),
     bottleneck_stride: int = typer.Option(1, "--bottleneck-stride", help="Its spatial stride."),
     uplink: UplinkCodec = typer.Option(UplinkCodec.fp32, "--uplink", help="Count the bottleneck's bytes in this codec: fp32, fp16 or int8.", case_sensitive=False),
-    link: str = typer.Option(None, "--link", help="Estimate every cut's end-to-end latency on this link: 3g, 4g, wifi (BottleNet's rates) or MBPS[/DOWN_MBPS][:RTT_MS]."),
+    link: str = typer.Option(None, "--link", help="Estimate every cut's end-to-end latency on this link: 3g, 4g, wifi (BottleNet's rates) or MBPS\\[/DOWN_MBPS]\\[:RTT_MS]."),
     measure: bool = typer.Option(False, "--measure", help="Time each candidate head (+ mixing) and the tail on the edge runtime (--runtime), and the cloud part in PyTorch, instead of splitting the whole model's time by FLOPs."),
     objective: str = typer.Option("flops", "--objective", help="flops (the budget's deepest cut), latency or bytes: what picks the cut within the budget (latency and bytes need --link)."),
     runtime: str = typer.Option("onnx", "--runtime", help="Edge runtime --measure times the parts on, and the format of --export-candidates: onnx (onnxruntime) or tflite (ai-edge-litert)."),

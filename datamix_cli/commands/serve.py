@@ -75,7 +75,7 @@ def serve_local(
     data: str = typer.Option(None, "--data", help="Dataset (default: the one the split was evaluated on)."),
     groups_per_request: int = typer.Option(1, "--groups-per-request", help="Groups of k sent in one request."),
     compress: bool = typer.Option(False, "--compress", help="Deflate request bodies (Content-Encoding; datamix serve and Triton take it): about 18-20 % fewer bytes for int8 mixtures."),
-    link: str = typer.Option(None, "--link", help="Pace the client's socket to a link: 3g, 4g, wifi or MBPS[/DOWN_MBPS][:RTT_MS] (rates on writes and reads, half the RTT each way), to check `profile --link`'s estimate."),
+    link: str = typer.Option(None, "--link", help="Pace the client's socket to a link: 3g, 4g, wifi or MBPS\\[/DOWN_MBPS]\\[:RTT_MS] (rates on writes and reads, half the RTT each way), to check `profile --link`'s estimate."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Serve the split on loopback, run the edge client on held-out samples, check against PyTorch."""

@@ -35,7 +35,7 @@ def split(
     tail_cut: str = typer.Option(None, "--tail-cut", help="Start the tail at this cut instead of the one before the classifier.", rich_help_panel=SPLIT),
     cut_features: CutFeatures = typer.Option(None, "--cut-features", help="any, or signed: the deepest cut within budget whose features take both signs (pre-activation; non-negative separation cannot hold on to them). Default any.", rich_help_panel=SPLIT, case_sensitive=False),
     objective: str = typer.Option("flops", "--objective", help="flops (the budget's deepest cut), latency or bytes on --link: what picks the cut within the budget.", rich_help_panel=SPLIT),
-    link: str = typer.Option(None, "--link", help="The link the latency objective is estimated on: 3g, 4g, wifi or MBPS[/DOWN_MBPS][:RTT_MS] (`datamix profile --link`).", rich_help_panel=SPLIT),
+    link: str = typer.Option(None, "--link", help="The link the latency objective is estimated on: 3g, 4g, wifi or MBPS\\[/DOWN_MBPS]\\[:RTT_MS] (`datamix profile --link`).", rich_help_panel=SPLIT),
     measure: bool = typer.Option(False, "--measure", help="Time every candidate part for the estimate (edge parts on --runtime, the cloud in PyTorch) instead of splitting by FLOPs.", rich_help_panel=SPLIT),
     runtime: str = typer.Option("onnx", "--runtime", help="Edge runtime --measure times the parts on: onnx (onnxruntime) or tflite (ai-edge-litert).", rich_help_panel=SPLIT),
     threads: int = typer.Option(1, "--threads", help="Edge runtime threads for the measured edge times.", rich_help_panel=SPLIT),

@@ -151,3 +151,19 @@ def test_profile_costs_a_bottleneck_as_the_split_that_has_it(runner, codec_split
     assert report["wire_bytes_per_input"] > manifest.split["uplink"]["bytes_per_sample"]  # the request's headers
     bad = runner.invoke(app, ["profile", f"{EXAMPLES_FILE}:small_cnn", *SHAPE, "--bottleneck", "0"])
     assert bad.exit_code == 2 and "between 1 and the cut's 16 channels" in bad.output
+
+
+def test_every_command_prints_its_help():
+    """Help text is Rich markup: an unescaped [/...] in an option's help (the link syntax) crashed --help."""
+    from typer.testing import CliRunner
+
+    from datamix_cli.main import app
+
+    commands = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
+    assert {"profile", "split", "serve-local"} <= set(commands)
+    for name in commands:
+        result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "400"})
+        assert result.exit_code == 0, (name, result.output[-500:], result.exception)
+        assert "Usage" in result.output
+        if name in ("profile", "split", "serve-local"):
+            assert "MBPS[/DOWN_MBPS][:RTT_MS]" in result.output, name
