@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from datamix_cli.errors import ConfigError
-from datamix_cli.pipeline.latency import candidate_cuts
+from datamix_cli.pipeline.latency import candidate_cuts, check_edge_runtime
 
 LISTING = "candidates.json"
-FORMATS = {"onnx": ".onnx", "tflite": ".tflite"}
 _HELP = ('JSON {"head": {CUT: ms}, "tail": ms, "whole": ms}, CSV lines PART,ms, or benchmark_model\'s log next to '
          f"the {LISTING} it was exported with")
 
@@ -38,9 +37,9 @@ def export_candidates(traced, profile, decision, sample_shape: tuple[int, ...], 
     from exporters import get_exporter
     from partitioners.partition import partition
 
-    if runtime not in FORMATS:
-        raise ConfigError(f"--runtime must be one of {', '.join(FORMATS)}, got {runtime!r}")
-    exporter, suffix, k = get_exporter(runtime), FORMATS[runtime], decision.k
+    check_edge_runtime(runtime)
+    exporter, k = get_exporter(runtime), decision.k
+    suffix = exporter.suffix
     exporter.check_available()
     folder.mkdir(parents=True, exist_ok=True)
     x, c = torch.rand(k, *sample_shape), torch.eye(k)

@@ -167,6 +167,14 @@ def torch_seconds(module, example: tuple) -> float:
         return median_s(lambda *a: module(*a), example)
 
 
+EDGE_RUNTIMES = ("onnx", "tflite")  # what --measure times on and --export-candidates writes
+
+
+def check_edge_runtime(runtime: str) -> None:
+    if runtime not in EDGE_RUNTIMES:
+        raise ConfigError(f"--runtime must be onnx or tflite, got {runtime!r}")
+
+
 @dataclass(frozen=True)
 class LatencyOptions:
     link: Link
@@ -184,8 +192,7 @@ class LatencyOptions:
         for name, value in (("--threads", self.threads), ("--device-speed", self.device_speed), ("--cloud-speedup", self.cloud_speedup)):
             if not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
-        if self.runtime not in ("onnx", "tflite"):
-            raise ConfigError(f"--runtime must be onnx or tflite, got {self.runtime!r}")
+        check_edge_runtime(self.runtime)
 
 
 def latency_table(model_spec: str, traced, profile, decision, options: LatencyOptions, sample_shape: tuple[int, ...],
