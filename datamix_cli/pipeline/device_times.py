@@ -9,7 +9,10 @@ The timings come in one of three forms, all checked against the model's cuts:
   ``for f in *.tflite; do benchmark_model --graph=$f --num_threads=1; done > times.log``), read with the
   ``candidates.json`` beside it. Each run is the lines from its ``Graph: [FILE]`` to the next; its time is the
   median of the timed runs (``count=... median=...``, in µs), or, for releases that print no median, their mean
-  (``Inference (avg)``, or ``Inference:`` in the older ``Average inference timings`` line).
+  (``Inference (avg)``, or ``Inference:`` in the older ``Average inference timings`` line);
+* the log of ``onnxruntime_perf_test``, which does not print the model's name, so each run is introduced by a line
+  naming its file (``for f in *.onnx; do echo "$f"; onnxruntime_perf_test -I -x 1 -r 100 $f; done > times.log``);
+  its time is the median (``P50 Latency: ... s``), or, without ``P50``, the mean (``Average inference time cost``).
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from datamix_cli.errors import ConfigError
 from datamix_cli.pipeline.latency import candidate_cuts, check_edge_runtime
 
 LISTING = "candidates.json"
-_HELP = ('JSON {"head": {CUT: ms}, "tail": ms, "whole": ms}, CSV lines PART,ms, or benchmark_model\'s log next to '
-         f"the {LISTING} it was exported with")
+_HELP = ('JSON {"head": {CUT: ms}, "tail": ms, "whole": ms}, CSV lines PART,ms, or the log of benchmark_model or '
+         f"onnxruntime_perf_test next to the {LISTING} it was exported with")
 
 
 def export_candidates(traced, profile, decision, sample_shape: tuple[int, ...], folder: Path, runtime: str = "onnx") -> dict:
@@ -69,7 +72,7 @@ def read_device_times(path: Path, profile, decision) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read --device-times {path}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
-        if "Graph: [" in text:
+        if "Graph: [" in text or "inference time cost:" in text:
             data = _from_benchmark_log(text, Path(path).parent / LISTING, decision)
         elif text.lstrip().startswith("{"):
             data = json.loads(text)
@@ -103,32 +106,43 @@ def _from_csv(text: str) -> dict:
 
 
 _GRAPH = re.compile(r"Graph: \[([^\]]+)\]")
-_MEDIAN = re.compile(r"count=\d+ .*?\bmedian=([0-9.eE+-]+)")
-_MEAN = re.compile(r"Inference \(avg\): ([0-9.eE+-]+)|Average inference timings in us:.*?\bInference: ([0-9.eE+-]+)")
+_TIMES = (  # (pattern, to ms), best first: medians, then means; the last match of the run is taken (after warm-up)
+    (re.compile(r"count=\d+ .*?\bmedian=([0-9.eE+-]+)"), 1e-3),  # benchmark_model, µs
+    (re.compile(r"P50 Latency: ([0-9.eE+-]+) s"), 1e3),  # onnxruntime_perf_test
+    (re.compile(r"Inference \(avg\): ([0-9.eE+-]+)|Average inference timings in us:.*?\bInference: ([0-9.eE+-]+)"), 1e-3),
+    (re.compile(r"Average inference time cost: ([0-9.eE+-]+) ms"), 1.0),
+)
 
 
 def _from_benchmark_log(text: str, listing_path: Path, decision) -> dict:
-    """Milliseconds per part from concatenated benchmark_model runs, files named as in the listing."""
+    """Milliseconds per part from concatenated benchmark_model or onnxruntime_perf_test runs, files named as in
+    the listing."""
     try:
         listing = json.loads(listing_path.read_text())
     except (OSError, ValueError):
-        raise ValueError(f"a benchmark_model log is read with the {LISTING} it was exported with: put the log in the "
+        raise ValueError(f"a benchmark log is read with the {LISTING} it was exported with: put the log in the "
                          f"--export-candidates folder ({listing_path} is missing or unreadable)") from None
     if listing.get("tail_cut") != decision.tail_cut.name:
         raise ValueError(f"{listing_path} was exported for tail cut {listing.get('tail_cut')!r}, not {decision.tail_cut.name!r}")
     part_of = {h["file"]: h["cut"] for h in listing["heads"]} | {listing["tail"]["file"]: "tail", listing["whole"]["file"]: "whole"}
-    starts = list(_GRAPH.finditer(text))
+    if "Graph: [" in text:
+        starts = list(_GRAPH.finditer(text))
+    else:  # a line naming one of the listed files starts its run
+        names = "|".join(re.escape(name) for name in sorted(part_of, key=len, reverse=True))
+        starts = list(re.finditer(rf"^.*?(?<![\w.-])({names})(?![\w.-]).*$", text, re.M))
+        if not starts:
+            raise ValueError("onnxruntime_perf_test does not print the model's name: put a line naming each file before its run")
     head, times = {}, {}
     for start, end in zip(starts, [*starts[1:], None]):
         name = Path(start.group(1).strip()).name
         if name not in part_of:
             raise ValueError(f"the log times {name}, which {LISTING} does not list")
         run = text[start.end(): end.start() if end else None]
-        medians = _MEDIAN.findall(run)
-        means = [a or b for a, b in _MEAN.findall(run)]
-        if not medians and not means:
+        found = next(((matches[-1], scale) for pattern, scale in _TIMES if (matches := pattern.findall(run))), None)
+        if found is None:
             raise ValueError(f"the run of {name} has no inference timings (did it fail?)")
-        ms = float(medians[-1] if medians else means[-1]) * 1e-3  # the last: the timed runs, after warm-up
+        value, scale = found
+        ms = float(next(v for v in value if v) if isinstance(value, tuple) else value) * scale
         if part_of[name] in ("tail", "whole"):
             times[part_of[name]] = ms
         else:

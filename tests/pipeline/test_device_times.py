@@ -61,7 +61,7 @@ def test_exported_candidates_run_and_their_device_times_drive_the_estimate(tmp_p
 
     import onnxruntime as ort
 
-    args = ["profile", SMALL, "--input-shape", "1,1,32,32", "--budget", "1"]
+    args = ["profile", SMALL, "--input-shape", "1,1,32,32", "--budget", "1", "--tail-cut", "4"]  # five candidate heads
     result = CliRunner().invoke(app, [*args, "--export-candidates", str(tmp_path / "c")])
     assert result.exit_code == 0, result.output
     listing = json.loads((tmp_path / "c" / "candidates.json").read_text())
@@ -80,6 +80,27 @@ def test_exported_candidates_run_and_their_device_times_drive_the_estimate(tmp_p
     assert set(rows) == {chosen, other}
     assert rows[chosen]["edge_head_mix"] == pytest.approx(0.007) and rows[other]["edge_demix_tail"] == pytest.approx(0.001)
     assert latency["baselines"]["edge_only"]["total"] == pytest.approx(0.020)
+    # onnxruntime_perf_test's log, each run after a line naming its file (one run from a release without P50).
+    files = {h["cut"]: h["file"] for h in listing["heads"]}
+    log = (f"== /data/local/tmp/{files[chosen]}\n{perf_test_log(0.0042, 4.9)}{files[other]}\n{perf_test_log(None, 2.5)}"
+           f"{listing['tail']['file']}\n{perf_test_log(0.0006, 0.7)}whole.onnx:\n{perf_test_log(0.011, 12.0)}")
+    (tmp_path / "c" / "times.log").write_text(log)
+    result = CliRunner().invoke(app, [*args, "--link", "wifi", "--device-times", str(tmp_path / "c" / "times.log"), "--json"])
+    assert result.exit_code == 0, result.output
+    latency = json.loads(result.output)["latency"]
+    rows = {r["cut"]: r["latency"] for r in latency["cuts"]}
+    assert rows[chosen]["edge_head_mix"] == pytest.approx(0.0042) and rows[other]["edge_head_mix"] == pytest.approx(0.0025)
+    assert rows[chosen]["edge_demix_tail"] == pytest.approx(0.0006) and latency["baselines"]["edge_only"]["total"] == pytest.approx(0.011)
+
+
+def perf_test_log(p50_s: float | None, avg_ms: float) -> str:
+    """One run of onnxruntime_perf_test as it prints it (``p50_s=None``: a release that prints no percentiles)."""
+    text = ("Session creation time cost: 0.0102 s\nFirst inference time cost: 9 ms\nTotal inference time cost: 0.5 s\n"
+            f"Total inference requests: 100\nAverage inference time cost: {avg_ms} ms\nTotal inference run time: 0.5 s\n"
+            "Number of inferences per second: 200\nAvg CPU usage: 96 %\nPeak working set size: 36696064 bytes\n")
+    if p50_s is not None:
+        text += f"Runs:100\nMin Latency: 0.0001 s\nMax Latency: 0.09 s\nP50 Latency: {p50_s} s\nP90 Latency: 0.08 s\nP99 Latency: 0.09 s\n"
+    return text
 
 
 
@@ -107,7 +128,7 @@ def test_exported_tflite_candidates_run_and_benchmark_model_log_drives_the_estim
     from ai_edge_litert.interpreter import Interpreter
 
     folder = tmp_path / "c"
-    args = ["profile", SMALL, "--input-shape", "1,1,32,32", "--budget", "1"]
+    args = ["profile", SMALL, "--input-shape", "1,1,32,32", "--budget", "1", "--tail-cut", "4"]  # five candidate heads
     result = CliRunner().invoke(app, [*args, "--runtime", "tflite", "--export-candidates", str(folder)])
     assert result.exit_code == 0, result.output
     listing = json.loads((folder / "candidates.json").read_text())
@@ -138,6 +159,7 @@ def test_exported_tflite_candidates_run_and_benchmark_model_log_drives_the_estim
     ({"tail_cut": "TAIL"}, "Graph: [head-07.tflite]\ncount=50 avg=1 median=100\n", "the log times head-07.tflite, which candidates.json does not list"),
     ({"tail_cut": "TAIL"}, "Graph: [head-00.tflite]\nERROR: failed to allocate tensors\n", "the run of head-00.tflite has no inference timings"),
     ({"tail_cut": "other"}, "Graph: [head-00.tflite]\ncount=50 avg=1 median=100\n", "exported for tail cut 'other'"),
+    ({"tail_cut": "TAIL"}, "Average inference time cost: 1 ms\n", "put a line naming each file before its run"),
 ])
 def test_bad_benchmark_logs_are_refused(tmp_path, small_profile, listing, log, message):
     from datamix_cli.pipeline.device_times import read_device_times
