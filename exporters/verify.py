@@ -20,6 +20,7 @@ class Check:
     max_abs_error: float  # or, for an agreement check, the share of inputs whose top-1 differs
     tolerance: float
     agreement_inputs: int | None = None  # set for an agreement check: the held-out inputs it counted
+    note: str = ""  # said after the figures when the check fails
 
     @property
     def passed(self) -> bool:
@@ -29,7 +30,7 @@ class Check:
         if self.agreement_inputs is None:
             return f"{self.artifact}: max abs error {self.max_abs_error:.3g} > {self.tolerance:g}"
         return (f"{self.artifact}: top-1 agreement with PyTorch {1 - self.max_abs_error:.1%} < {1 - self.tolerance:.0%} on "
-                f"{self.agreement_inputs} held-out inputs")
+                f"{self.agreement_inputs} held-out inputs" + (f", {self.note}" if self.note else ""))
 
 
 def max_abs_error(run: Callable[..., np.ndarray], reference: Callable[..., np.ndarray], cases: Sequence[tuple],

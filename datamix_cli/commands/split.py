@@ -75,6 +75,7 @@ def split(
     std: str = typer.Option(None, "--std", help="Per-channel std, comma-separated (applied inside the head).", rich_help_panel=PREPROCESSING),
     channel_order: ChannelOrder = typer.Option(None, "--channel-order", help="Channel order the model expects: rgb (default) or bgr; images are read as RGB.", rich_help_panel=PREPROCESSING, case_sensitive=False),
     edge_precision: str = typer.Option("fp32", "--edge-precision", help="fp32; fp16: also an fp16 head and tail for each of ONNX (fp16 weights and activations) and TFLite (fp16 weights) in --formats; int8: also an int8 head and tail for each, statically quantized (ONNX QDQ, TFLite PT2E) with ranges calibrated on the fine-tuning data. Mixing and the parts' inputs and outputs stay fp32; both are verified by top-1 agreement >= 99 % with the fp32 parts.", rich_help_panel=EXPORT),
+    qat_epochs: int = typer.Option(0, "--qat-epochs", help="With --edge-precision int8: quantization-aware epochs after the mixing-aware ones (int8 rounding simulated in head and tail, a tenth of --lr); 0: post-training quantization alone.", rich_help_panel=EXPORT),
     formats: str = typer.Option("onnx,tflite", "--formats", help="Edge formats, comma-separated.", rich_help_panel=EXPORT),
     cloud_formats: str = typer.Option("torchscript,pt2", "--cloud-formats", help="Cloud formats: torchscript (required), pt2, aoti (AOTInductor, compiled for this machine).", rich_help_panel=EXPORT),
     atol: float = typer.Option(None, "--atol", help="Max abs error accepted against PyTorch (default: per format, 1e-4 for fp32).", rich_help_panel=EXPORT),
@@ -138,6 +139,7 @@ def split(
         force=force,
         allow_low_accuracy=allow_low_accuracy,
         preset=preset.value,
+        qat_epochs=qat_epochs,
     )
     if as_json:
         result = run_split(config, report=lambda message: typer.echo(message, err=True) if message.startswith("warning:") else None)

@@ -39,11 +39,11 @@ def tensor_spec(name: str, shape, dtype: str = "float32") -> dict:
 
 
 def export_all(parts, exporters, export: ExportConfig, mixing, eval_seed, shapes, sample_shape, num_classes, held_x, folder: Path,
-               calibration_x=None):
+               calibration_x=None, held_y=None):
     """Export head/tail in every edge format and the cloud in every cloud format; verify each against PyTorch.
     ``shapes``: the per-sample (uplink, downlink) shapes: what the head sends (the bottleneck's code, if any) and the
     cloud returns. Formats verified by agreement (int8) are calibrated on ``calibration_x`` (fine-tuning inputs)
-    and checked on the whole edge chain over the held-out inputs."""
+    and checked on the whole edge chain over the held-out inputs (and, given ``held_y``, its accuracy recorded)."""
     import torch
 
     from datamix_cli.protocol.edge_modules import HeadWithMix, TailWithDemix
@@ -97,11 +97,12 @@ def export_all(parts, exporters, export: ExportConfig, mixing, eval_seed, shapes
         )
     for name in edge_formats:
         if getattr(exporters[name], "verification", "tolerance") == "agreement":
-            agreement = _chain_agreement(folder, exporters[name], head, parts.cloud, tail, mixing, eval_seed, held_x)
+            agreement = _chain_agreement(folder, exporters[name], head, parts.cloud, tail, mixing, eval_seed, held_x, held_y)
             for record in artifacts:
                 if record["format"] == name:
                     record["agreement"] = agreement
-            checks.append(Check(f"edge/*{exporters[name].suffix}", 1 - agreement["top1"], 1 - exporters[name].min_agreement, agreement["inputs"]))
+            note = f"held-out accuracy {agreement['accuracy']:.1%} against the PyTorch parts' {agreement['reference_accuracy']:.1%}" if held_y is not None else ""
+            checks.append(Check(f"edge/*{exporters[name].suffix}", 1 - agreement["top1"], 1 - exporters[name].min_agreement, agreement["inputs"], note))
     return artifacts, checks
 
 
@@ -128,9 +129,9 @@ def _calibration(role: str, parts, mixing, x) -> list[tuple]:
     return cases
 
 
-def _chain_agreement(folder: Path, exporter, head, cloud, tail, mixing, eval_seed, held_x) -> dict:
+def _chain_agreement(folder: Path, exporter, head, cloud, tail, mixing, eval_seed, held_x, held_y=None) -> dict:
     """Top-1 agreement and max logit error of head → cloud → tail with this format's edge parts against PyTorch's,
-    on held-out inputs in groups of k with the evaluation C."""
+    on held-out inputs in groups of k with the evaluation C; with ``held_y``, both chains' accuracy on them."""
     from exporters.torchscript import numpy_runner
 
     k, rng = mixing.k, coefficient_rng(eval_seed)
@@ -145,8 +146,12 @@ def _chain_agreement(folder: Path, exporter, head, cloud, tail, mixing, eval_see
         ours.append(q_tail(run_cloud(q_head(x, c)), c_inv))
         reference.append(run_tail(run_cloud(run_head(x, c)), c_inv))
     ours, reference = np.concatenate(ours), np.concatenate(reference)
-    return {"top1": float((ours.argmax(1) == reference.argmax(1)).mean()), "max_logit_error": float(np.abs(ours - reference).max()),
-            "inputs": int(n), "against": "the PyTorch edge parts, with the same cloud part and C"}
+    record = {"top1": float((ours.argmax(1) == reference.argmax(1)).mean()), "max_logit_error": float(np.abs(ours - reference).max()),
+              "inputs": int(n), "against": "the PyTorch edge parts, with the same cloud part and C"}
+    if held_y is not None:  # a miss on a weak model is mostly near ties: the accuracy says what the user loses
+        y = np.asarray(held_y[:n])
+        record.update(accuracy=float((ours.argmax(1) == y).mean()), reference_accuracy=float((reference.argmax(1) == y).mean()))
+    return record
 
 
 def write_side_files(folder: Path, parts, decoys, held_x, mixing) -> list[dict]:

@@ -158,6 +158,7 @@ def training_section(config, facts: SplitFacts) -> dict:
         "validation": training.validation,
         "patience": training.patience,
         "freeze_head": training.freeze_head,
+        "quantization_aware_epochs": config.qat_epochs,  # after the mixing-aware ones; history marks them
         "shipped_epoch": facts.shipped_epoch,
         "stopped": facts.stopped,
         "batchnorm": BATCHNORM_NOTE,

@@ -22,6 +22,7 @@ from datamix_cli.pipeline.privacy import certificate as privacy_certificate
 from datamix_cli.protocol.bottleneck import BottleneckConfig
 from datamix_cli.protocol.mixing import MixingConfig
 from datamix_cli.training.finetune import FinetuneConfig
+from datamix_cli.training.quantization import chained, check_qat_epochs, finetune_quantization_aware
 
 SPLIT_ATOL = 1e-4
 CHANCE_MARGIN = 0.05  # an original model within 5 points of chance on the held-out data is refused
@@ -54,6 +55,7 @@ class SplitConfig:
     privacy: PrivacyTarget = field(default_factory=PrivacyTarget)  # clipping and noise calibrated to a target (pipeline/privacy.py)
     objective: str = "flops"  # latency or bytes: the cut within the budget the link model prefers (pipeline/latency.py)
     latency: object = None  # datamix_cli.pipeline.latency.LatencyOptions, needed by those objectives
+    qat_epochs: int = 0  # quantization-aware epochs after the mixing-aware ones (training/quantization.py), for int8 parts
 
 
 CUT_FEATURES = tuple(c.value for c in CutFeatures)
@@ -177,6 +179,7 @@ def _check(config: SplitConfig) -> dict:
             raise ConfigError("--max-uplink-bytes chooses the bottleneck itself: drop --bottleneck")
         if distributed.current().distributed:
             raise ConfigError("--max-uplink-bytes runs on one process: run the search without torchrun, then split with its choice")
+    check_qat_epochs(config.qat_epochs, config.export.formats)
     if not 0 < config.holdout < 1:
         raise DatasetError(f"holdout must be in (0, 1), got {config.holdout}")
     if config.cut_features not in CUT_FEATURES:
@@ -294,6 +297,10 @@ def _finetune(config: SplitConfig, prepared: _Prepared, data: _Data, parts, cut_
         fit, validation = _validation_split(data.train, config)
         started = time.perf_counter()
         done = finetune(parts, fit.x, fit.y, config.mixing, config.training, on_step, world, validation, teacher)
+        if config.qat_epochs:
+            report(f"fine-tuning quantization-aware (int8 rounding simulated in head and tail) for {config.qat_epochs} epochs")
+            done = chained(done, finetune_quantization_aware(parts, fit.x, fit.y, config.mixing, config.training, config.qat_epochs, on_step, world,
+                                                             validation, teacher))
         seconds = time.perf_counter() - started
         if not world.is_main:
             return None, parts, config, privacy
@@ -322,7 +329,7 @@ def _export(config: SplitConfig, exporters: dict, parts, decoys, data, facts, fo
 
     uplink = config.bottleneck.code_shape(tuple(facts.decision.head_cut.activation_shape))
     artifacts, checks = export_all(parts, exporters, config.export, config.mixing, config.eval_seed, (uplink, facts.decision.tail_cut.activation_shape),
-                                   facts.sample_shape, facts.num_classes, data.held.x, folder, data.train.x)
+                                   facts.sample_shape, facts.num_classes, data.held.x, folder, data.train.x, data.held.y)
     if not config.export.allow_mismatch:
         raise_on_failures(checks)
     files = write_side_files(folder, parts, decoys, data.held.x, config.mixing)

@@ -111,6 +111,8 @@ def test_reduced_precision_chain_agrees_with_pytorch_and_serves(precision_split,
     assert {a["role"] for a in records} == {"head", "tail"}
     agreement = records[0]["agreement"]
     assert agreement["top1"] >= 0.99 and agreement["inputs"] >= 256 and agreement["max_logit_error"] > 0  # converted: not exact
+    # Against the labels: the fixture has learned, and two chains' accuracies differ by at most their disagreement.
+    assert agreement["reference_accuracy"] > 0.9 and abs(agreement["accuracy"] - agreement["reference_accuracy"]) <= 1 - agreement["top1"] + 1e-9
     # Seeded C, decoys and noise: the same outcome every run. The bar is 0.99 less 3 binomial standard errors at
     # 200 samples (0.969); the fixture's chains agree on 99.2-100 % of the held-out inputs at export.
     report = run_serve_local(LoopbackConfig(precision_split, runtime=runtime, precision=precision, samples=200, seed=0))
@@ -132,7 +134,7 @@ def test_a_broken_quantization_is_caught_by_the_agreement_check(tmp_path, small_
     real = export._calibration
     monkeypatch.setattr(export, "_calibration", lambda role, parts, mixing, x: [tuple(np.zeros_like(a) for a in case) for case in real(role, parts, mixing, x)])
     runtime = fmt.removesuffix("_int8")
-    with pytest.raises(VerificationError, match=rf"int8.{runtime}: top-1 agreement with PyTorch \d+\.\d% < 99% on \d+ held-out inputs.*--edge-precision fp16"):
+    with pytest.raises(VerificationError, match=rf"int8.{runtime}: top-1 agreement with PyTorch \d+\.\d% < 99% on \d+ held-out inputs, held-out accuracy \d+\.\d% against .*--edge-precision fp16"):
         run_split(SplitConfig(source=ModelSource(f"{EXAMPLES_FILE}:small_cnn", weights=small_cnn_weights), data="digits", out=tmp_path / "s",
                               input_shape=(1, 1, 32, 32), training=FinetuneConfig(epochs=0), export=ExportConfig(formats=(runtime, fmt))))
     assert not (tmp_path / "s").exists()

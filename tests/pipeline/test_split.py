@@ -241,6 +241,8 @@ def test_bad_input_fails_before_writing(tmp_path, overrides, error, match):
         (["--edge-precision", "int8", "--formats", "onnx_int8"], "add onnx or tflite to --formats"),
         (["--edge-precision", "fp8"], "--edge-precision must be fp32, fp16 or int8, got 'fp8'"),
         (["--edge-precision", "fp16", "--formats", "onnx_fp16"], "--edge-precision fp16 converts the ONNX and TFLite parts"),
+        (["--qat-epochs", "2"], "--qat-epochs simulates the int8 parts' rounding: add --edge-precision int8"),
+        (["--edge-precision", "int8", "--qat-epochs", "-1"], "--qat-epochs must be >= 0, got -1"),
         (["--objective", "latency"], "--objective latency needs --link"),
         (["--objective", "latency", "--link", "4g", "--bottleneck", "4"], "drop --bottleneck and --max-uplink-bytes"),
         (["--link", "carrier-pigeon"], "unknown link 'carrier-pigeon'"),
