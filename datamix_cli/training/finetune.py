@@ -196,6 +196,8 @@ class _Run:
         per_rank = check_batches(world, config.batch_size, mixing.k, len(y)) if world.distributed else config.batch_size
         seed = None if config.seed is None else config.seed + world.rank
         rng = coefficient_rng(seed)  # this rank's C: its own stream, from OS entropy unless seeded
+        if seed is not None:  # torch's own random layers (Dropout in torchvision's classifiers) draw from the global generator
+            torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         params = [p for part in _trained_parts(parts, config) for p in part.parameters()]
         unique = list({id(p): p for p in params}.values())
