@@ -109,7 +109,8 @@ _GRAPH = re.compile(r"Graph: \[([^\]]+)\]")
 _TIMES = (  # (pattern, to ms), best first: medians, then means; the last match of the run is taken (after warm-up)
     (re.compile(r"count=\d+ .*?\bmedian=([0-9.eE+-]+)"), 1e-3),  # benchmark_model, µs
     (re.compile(r"P50 Latency: ([0-9.eE+-]+) s"), 1e3),  # onnxruntime_perf_test
-    (re.compile(r"Inference \(avg\): ([0-9.eE+-]+)|Average inference timings in us:.*?\bInference: ([0-9.eE+-]+)"), 1e-3),
+    (re.compile(r"Inference \(avg\): ([0-9.eE+-]+)"), 1e-3),  # benchmark_model without medians, µs
+    (re.compile(r"Average inference timings in us:.*?\bInference: ([0-9.eE+-]+)"), 1e-3),  # its older form
     (re.compile(r"Average inference time cost: ([0-9.eE+-]+) ms"), 1.0),
 )
 
@@ -141,8 +142,7 @@ def _from_benchmark_log(text: str, listing_path: Path, decision) -> dict:
         found = next(((matches[-1], scale) for pattern, scale in _TIMES if (matches := pattern.findall(run))), None)
         if found is None:
             raise ValueError(f"the run of {name} has no inference timings (did it fail?)")
-        value, scale = found
-        ms = float(next(v for v in value if v) if isinstance(value, tuple) else value) * scale
+        ms = float(found[0]) * found[1]
         if part_of[name] in ("tail", "whole"):
             times[part_of[name]] = ms
         else:

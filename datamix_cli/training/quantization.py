@@ -86,17 +86,11 @@ def fake_quantized(*parts: torch.nn.Module):
 
 
 def _input_hook(quant: ActivationFakeQuant):
-    def hook(module, args):
-        return (quant(args[0], module.training), *args[1:])
-
-    return hook
+    return lambda module, args: (quant(args[0], module.training), *args[1:])
 
 
 def _output_hook(quant: ActivationFakeQuant):
-    def hook(module, args, output):
-        return quant(output, module.training) if isinstance(output, torch.Tensor) else output
-
-    return hook
+    return lambda module, args, output: quant(output, module.training) if isinstance(output, torch.Tensor) else output
 
 
 def check_qat_epochs(epochs: int, formats) -> None:
