@@ -19,7 +19,7 @@ from datamix_cli.protocol.codecs import wire_spec
 
 VERSIONED_PACKAGES = ("torch", "numpy", "onnx", "onnxruntime", "onnxscript", "litert-torch", "ai-edge-litert")
 BATCHNORM_NOTE = ("train mode during fine-tuning (cloud BN statistics follow the mixtures), running statistics recomputed "
-                  "with the final weights under mixing, eval mode in every artifact")
+                  "under mixing for the weights of each validated epoch (or the last), eval mode in every artifact")
 
 
 @dataclass(frozen=True)
