@@ -27,7 +27,8 @@ def profile(
     uplink: UplinkCodec = typer.Option(UplinkCodec.fp32, "--uplink", help="Count the bottleneck's bytes in this codec: fp32, fp16 or int8.", case_sensitive=False),
     link: str = typer.Option(None, "--link", help="Estimate every cut's end-to-end latency on this link: 3g, 4g, wifi (BottleNet's rates) or MBPS\\[/DOWN_MBPS]\\[:RTT_MS]."),
     measure: bool = typer.Option(False, "--measure", help="Time each candidate head (+ mixing) and the tail on the edge runtime (--runtime), and the cloud part in PyTorch, instead of splitting the whole model's time by FLOPs."),
-    objective: str = typer.Option("flops", "--objective", help="flops (the budget's deepest cut), latency or bytes: what picks the cut within the budget (latency and bytes need --link)."),
+    objective: str = typer.Option("flops", "--objective", help="flops (the budget's deepest cut), latency, bytes or energy: what picks the cut within the budget (latency, bytes and energy need --link; energy --device-power)."),
+    device_power: float = typer.Option(None, "--device-power", help="The device's power in W while it runs the edge parts: adds an energy estimate per cut (compute plus the preset link's radio power, BottleNet's model) for --objective energy."),
     runtime: str = typer.Option("onnx", "--runtime", help="Edge runtime --measure times the parts on, and the format of --export-candidates: onnx (onnxruntime) or tflite (ai-edge-litert)."),
     threads: int = typer.Option(1, "--threads", help="Edge runtime threads for the edge times (1: one phone core)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Time every part again instead of reusing times measured before for the same model, cut, runtime and threads ($DATAMIX_CACHE_DIR, default ~/.cache/datamix)."),
@@ -52,7 +53,7 @@ def profile(
         tail_cut=tail_cut,
         bottleneck=_bottleneck_config(bottleneck, bottleneck_stride),
         uplink=uplink.value,
-        latency=_latency_options(link, measure, threads, device_speed, cloud_speedup, uplink.value, runtime, not no_cache),
+        latency=_latency_options(link, measure, threads, device_speed, cloud_speedup, uplink.value, runtime, not no_cache, device_power),
         objective=objective,
         export_candidates=export_candidates,
         candidates_runtime=runtime,
@@ -67,12 +68,13 @@ def profile(
         _print_table(report, plot)
 
 
-def _latency_options(link: str | None, measure: bool, threads: int, device_speed: float, cloud_speedup: float, uplink: str, runtime: str, cache: bool):
-    if link is None:
-        return None
-    from datamix_cli.pipeline.latency import LatencyOptions, parse_link
+def _latency_options(link: str | None, measure: bool, threads: int, device_speed: float, cloud_speedup: float, uplink: str, runtime: str, cache: bool,
+                     device_power: float | None = None):
+    from datamix_cli.pipeline.latency import LatencyOptions, parse_link, refuse_power_without_link
 
-    options = LatencyOptions(parse_link(link), measure, threads, device_speed, cloud_speedup, uplink, runtime, cache)
+    if link is None:
+        return refuse_power_without_link(device_power)
+    options = LatencyOptions(parse_link(link), measure, threads, device_speed, cloud_speedup, uplink, runtime, cache, device_power_w=device_power)
     options.check()
     return options
 
@@ -162,16 +164,18 @@ def _print_latency(console, latency: dict) -> None:
     table = Table(title=f"latency of one group of k={latency['k']} (ms) on {link['name']}: {link['up_mbps']:g}/{link['down_mbps']:g} Mbit/s, "
                         f"RTT {link['rtt_ms']:g} ms; {latency['times']}")
     stages = ("edge_head_mix", "uplink", "rtt", "cloud", "downlink", "edge_demix_tail", "total")
-    for column in ("cut", "", "edge share", "B/input up", *stages):
+    power = latency.get("device_power_w")
+    for column in ("cut", "", "edge share", "B/input up", *stages, *(("mJ",) if power else ())):
         table.add_column(column, justify="left" if column in ("cut", "") else "right")
     for r in latency["cuts"]:
         marks = [m for m, on in (("◀ chosen", r["cut"] == latency["chosen"]), ("flops", r["cut"] == latency["flops_choice"]),
                                  ("pareto", r["cut"] in latency["pareto"])) if on]
         table.add_row(r["cut"], " ".join(marks), f"{r['edge_fraction']:.1%}", f"{r['uplink_bytes_per_input']:.0f}",
-                      *(f"{1e3 * r['latency'][s]:.2f}" for s in stages), style="bold green" if r["cut"] == latency["chosen"] else None)
+                      *(f"{1e3 * r['latency'][s]:.2f}" for s in stages), *((f"{1e3 * r['energy']['total']:.1f}",) if power else ()),
+                      style="bold green" if r["cut"] == latency["chosen"] else None)
     for name, b in latency["baselines"].items():
         table.add_row(name.replace("_", " "), "baseline", "100.0%" if name == "edge_only" else "0.0%", "",
-                      *(f"{1e3 * b[s]:.2f}" if s in b else "" for s in stages))
+                      *(f"{1e3 * b[s]:.2f}" if s in b else "" for s in stages), *((f"{1e3 * b['energy']['total']:.1f}",) if power else ()))
     console.print(table)
     cache = latency.get("cache") or {}
     if cache.get("reused"):
@@ -182,3 +186,6 @@ def _print_latency(console, latency: dict) -> None:
                   f"{latency['flops_choice']} ({1e3 * flops['latency']['total']:.1f} ms), edge only {1e3 * latency['baselines']['edge_only']['total']:.1f} ms "
                   f"and cloud only {1e3 * latency['baselines']['cloud_only_uint8']['total']:.1f} ms (raw uint8). An estimate: "
                   f"{link['source']}.")
+    if power:
+        console.print(f"mJ: the device's energy per group, {power:g} W while computing plus the radio while it transfers "
+                      f"(P = {link['radio_mw']['up_per_mbps']:g} mW/Mbps x rate + {link['radio_mw']['base']:g} mW up); waiting and the radio's tail are not counted.")

@@ -34,14 +34,15 @@ def split(
     head_cut: str = typer.Option(None, "--head-cut", help="End the head at this cut instead of the budget's choice.", rich_help_panel=SPLIT),
     tail_cut: str = typer.Option(None, "--tail-cut", help="Start the tail at this cut instead of the one before the classifier.", rich_help_panel=SPLIT),
     cut_features: CutFeatures = typer.Option(None, "--cut-features", help="any, or signed: the deepest cut within budget whose features take both signs (pre-activation; non-negative separation cannot hold on to them). Default any.", rich_help_panel=SPLIT, case_sensitive=False),
-    objective: str = typer.Option("flops", "--objective", help="flops (the budget's deepest cut), latency or bytes on --link: what picks the cut within the budget.", rich_help_panel=SPLIT),
+    objective: str = typer.Option("flops", "--objective", help="flops (the budget's deepest cut), latency, bytes or energy (with --device-power) on --link: what picks the cut within the budget and --max-uplink-bytes.", rich_help_panel=SPLIT),
+    device_power: float = typer.Option(None, "--device-power", help="The device's power in W while it runs the edge parts, for --objective energy (`datamix profile --device-power`).", rich_help_panel=SPLIT),
     link: str = typer.Option(None, "--link", help="The link the latency objective is estimated on: 3g, 4g, wifi or MBPS\\[/DOWN_MBPS]\\[:RTT_MS] (`datamix profile --link`).", rich_help_panel=SPLIT),
     measure: bool = typer.Option(False, "--measure", help="Time every candidate part for the estimate (edge parts on --runtime, the cloud in PyTorch) instead of splitting by FLOPs.", rich_help_panel=SPLIT),
     runtime: str = typer.Option("onnx", "--runtime", help="Edge runtime --measure times the parts on: onnx (onnxruntime) or tflite (ai-edge-litert).", rich_help_panel=SPLIT),
     threads: int = typer.Option(1, "--threads", help="Edge runtime threads for the measured edge times.", rich_help_panel=SPLIT),
     bottleneck: int = typer.Option(None, "--bottleneck", help="Channels of a learned code at the head cut (encoder on the edge, decoder first in the cloud, PCA-initialised, trained mixing-aware): what is mixed and sent.", rich_help_panel=WIRE),
     bottleneck_stride: int = typer.Option(1, "--bottleneck-stride", help="Spatial stride of the bottleneck (s×s patches per code vector; image-like cuts).", rich_help_panel=WIRE),
-    max_uplink_bytes: int = typer.Option(None, "--max-uplink-bytes", help="Send at most this many bytes per input on the wire (HTTP included, one group per request): searches cut × bottleneck × codec within --budget for the best validation accuracy, then fine-tunes the winner.", rich_help_panel=WIRE),
+    max_uplink_bytes: int = typer.Option(None, "--max-uplink-bytes", help="Send at most this many bytes per input on the wire (HTTP included, one group per request): searches cut × bottleneck × codec within --budget for the best validation accuracy, then fine-tunes the winner; with --link, the --objective picks among the cuts that send at most this at --uplink instead.", rich_help_panel=WIRE),
     uplink: UplinkCodec = typer.Option(UplinkCodec.fp32, "--uplink", help="Codec of the mixtures on the wire, after mixing and noise: fp32, fp16, or int8 (a scale and zero point per mixture; trained with).", rich_help_panel=WIRE, case_sensitive=False),
     downlink: DownlinkCodec = typer.Option(DownlinkCodec.fp32, "--downlink", help="Codec of the cloud outputs on the way back: fp32 or fp16 (trained with).", rich_help_panel=WIRE, case_sensitive=False),
     preset: Preset = typer.Option(Preset.default, "--preset", help="default, or private: k 8 and noise calibrated to a certified MSE of 1e-3, the privacy frontier's point closest to its target (costs 14 points on digits, none on faces; docs/audit.md); explicit options win.", rich_help_panel=PROTOCOL, case_sensitive=False),
@@ -126,7 +127,7 @@ def split(
         max_uplink_bytes=max_uplink_bytes,
         privacy=target,
         objective=objective,
-        latency=_latency(link, measure, threads, uplink.value, runtime),
+        latency=_latency(link, measure, threads, uplink.value, runtime, device_power),
         training=FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, distill=distill, feature_match=feature_match,
                                 adversarial=o["adversarial"], seed=seed, device=resolve_device(device), bf16=bf16, workers=workers,
                                 validation=validation, patience=patience),
@@ -152,12 +153,12 @@ def split(
     run_with_progress(config, run_split)
 
 
-def _latency(link: str | None, measure: bool, threads: int, uplink: str, runtime: str):
-    if link is None:
-        return None
-    from datamix_cli.pipeline.latency import LatencyOptions, parse_link
+def _latency(link: str | None, measure: bool, threads: int, uplink: str, runtime: str, device_power: float | None):
+    from datamix_cli.pipeline.latency import LatencyOptions, parse_link, refuse_power_without_link
 
-    options = LatencyOptions(parse_link(link), measure, threads, uplink=uplink, runtime=runtime)
+    if link is None:
+        return refuse_power_without_link(device_power)
+    options = LatencyOptions(parse_link(link), measure, threads, uplink=uplink, runtime=runtime, device_power_w=device_power)
     options.check()
     return options
 

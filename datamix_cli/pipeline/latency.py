@@ -19,6 +19,13 @@ Without ``--measure`` the edge and cloud times are the whole model's time on eac
 proportionality ``--measure`` exists to correct. Baselines: edge-only (the whole model on the edge runtime, nothing
 sent) and cloud-only (the raw input as uint8, or its JPEG when ``--data`` gives samples, then the whole model in
 the cloud, logits back).
+
+Energy (``--device-power W``, and ``--objective energy``) is an estimate of the device's joules per group: its
+compute at W while the edge parts run, and its radio while it sends and receives at the preset's rates, with the
+power model P = alpha * rate + beta that BottleNet tabulates for 3G, 4G and Wi-Fi (uplink alpha and beta, from
+Huang et al., MobiSys 2012; the downlink alpha is Huang et al.'s as Neurosurgeon's code uses it). As in BottleNet,
+only the transfers count: the radio's power while it waits for the cloud and its tail after the response are not
+modelled, so the figures are lower bounds on the radio's share.
 """
 
 from __future__ import annotations
@@ -34,9 +41,21 @@ import numpy as np
 
 from datamix_cli.errors import ConfigError
 
-OBJECTIVES = ("flops", "latency", "bytes")
+OBJECTIVES = ("flops", "latency", "bytes", "energy")
 RESPONSE_HEADER_BYTES = 160  # status line and headers of a uvicorn response (estimate: ~150-170 B measured by hand)
 RUNS, WARMUP = 20, 5
+
+
+@dataclass(frozen=True)
+class Radio:
+    """The device radio's power while it transfers at a rate r (Mbit/s): alpha * r + beta, in mW."""
+
+    up_mw_per_mbps: float
+    down_mw_per_mbps: float
+    beta_mw: float
+
+    def watts(self, mbps: float, up: bool) -> float:
+        return ((self.up_mw_per_mbps if up else self.down_mw_per_mbps) * mbps + self.beta_mw) / 1e3
 
 
 @dataclass(frozen=True)
@@ -46,16 +65,21 @@ class Link:
     down_mbps: float
     rtt_ms: float
     source: str = "given"
+    radio: Radio | None = None  # the presets' power model: what --objective energy needs
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "up_mbps": self.up_mbps, "down_mbps": self.down_mbps, "rtt_ms": self.rtt_ms, "source": self.source}
+        d = {"name": self.name, "up_mbps": self.up_mbps, "down_mbps": self.down_mbps, "rtt_ms": self.rtt_ms, "source": self.source}
+        if self.radio is not None:
+            d["radio_mw"] = {"up_per_mbps": self.radio.up_mw_per_mbps, "down_per_mbps": self.radio.down_mw_per_mbps, "base": self.radio.beta_mw}
+        return d
 
 
-_BOTTLENET = "rate: BottleNet (Eshratifar et al., ISLPED 2019), average uplink; RTT assumed (not from BottleNet)"
+_BOTTLENET = ("rate: BottleNet (Eshratifar et al., ISLPED 2019), average uplink; RTT assumed (not from BottleNet); radio power: "
+              "BottleNet's uplink mW/Mbps and base mW (Huang et al., MobiSys 2012), Huang et al.'s downlink mW/Mbps")
 LINKS = {
-    "3g": Link("3g", 1.1, 1.1, 100.0, _BOTTLENET),
-    "4g": Link("4g", 5.85, 5.85, 50.0, _BOTTLENET),
-    "wifi": Link("wifi", 18.88, 18.88, 10.0, _BOTTLENET),
+    "3g": Link("3g", 1.1, 1.1, 100.0, _BOTTLENET, Radio(868.98, 122.12, 817.88)),
+    "4g": Link("4g", 5.85, 5.85, 50.0, _BOTTLENET, Radio(438.39, 51.97, 1288.04)),
+    "wifi": Link("wifi", 18.88, 18.88, 10.0, _BOTTLENET, Radio(283.17, 137.01, 132.86)),
 }
 _CUSTOM = re.compile(r"^(?P<up>[0-9.eE+-]+)(?:/(?P<down>[0-9.eE+-]+))?(?::(?P<rtt>[0-9.eE+-]+))?$")
 
@@ -90,6 +114,35 @@ def stages(edge_head_s: float, cloud_s: float, edge_tail_s: float, up_bytes: flo
     return result
 
 
+def energy(latency: dict, link: Link, device_power_w: float) -> dict:
+    """Joules of one group's request on the device: compute while the edge parts run, the radio while it sends and
+    while it receives (the module docstring says what is left out)."""
+    result = {"edge_compute": device_power_w * (latency.get("edge_head_mix", 0.0) + latency.get("edge_demix_tail", 0.0)),
+              "uplink": link.radio.watts(link.up_mbps, True) * latency.get("uplink", 0.0),
+              "downlink": link.radio.watts(link.down_mbps, False) * latency.get("downlink", 0.0)}
+    result["total"] = sum(result.values())
+    return result
+
+
+def check_objective(objective: str, options) -> None:
+    """One line for an objective the options cannot estimate: before any work is done."""
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown --objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
+    if objective != "flops" and options is None:
+        raise ConfigError(f"--objective {objective} needs --link (the link's rate and RTT)")
+    if objective == "energy" and options.device_power_w is None:
+        raise ConfigError("--objective energy needs --device-power W: the device's power while it runs the edge parts")
+    if options is not None and options.device_power_w is not None and options.link.radio is None:
+        raise ConfigError(f"--device-power estimates energy with a preset's radio power model: use --link 3g, 4g or wifi, not {options.link.name!r}")
+
+
+def refuse_power_without_link(device_power_w: float | None) -> None:
+    """No latency options without --link: and then --device-power has nothing to estimate."""
+    if device_power_w is not None:
+        raise ConfigError("--device-power needs --link (the radio's energy is a link's)")
+    return None
+
+
 def response_bytes(k: int, values_per_sample: int, bytes_per_value: int) -> int:
     """A binary response of the cloud outputs on the socket: the JSON header (estimated from one encoded), the
     tensor, and the HTTP status line and headers."""
@@ -119,9 +172,12 @@ def choose(rows: list[dict], objective: str, budget: float, max_uplink_bytes: in
     allowed = [r for r in rows if (budget >= 1 or r["edge_fraction"] <= budget) and r["head_flops"] > 0
                and (max_uplink_bytes is None or r["uplink_bytes_per_input"] <= max_uplink_bytes)]
     if not allowed:
-        raise ConfigError(f"no cut within the budget {budget:g}" + (f" and {max_uplink_bytes} uplink bytes per input" if max_uplink_bytes else ""))
+        smallest = min((r["uplink_bytes_per_input"] for r in rows if (budget >= 1 or r["edge_fraction"] <= budget) and r["head_flops"] > 0), default=0)
+        raise ConfigError(f"no cut within the budget {budget:g}" + (f" and {max_uplink_bytes} uplink bytes per input (the smallest within it sends "
+                                                                    f"{smallest:.0f} B)" if max_uplink_bytes else ""))
     key = {"flops": lambda r: (-r["edge_flops"], r["latency"]["total"]),  # the budget's choice: the deepest within it
-           "latency": lambda r: r["latency"]["total"], "bytes": lambda r: (r["uplink_bytes_per_input"], r["latency"]["total"])}[objective]
+           "latency": lambda r: r["latency"]["total"], "bytes": lambda r: (r["uplink_bytes_per_input"], r["latency"]["total"]),
+           "energy": lambda r: (r["energy"]["total"], r["latency"]["total"])}[objective]
     return min(allowed, key=key)
 
 
@@ -187,8 +243,12 @@ class LatencyOptions:
     cache: bool = True  # reuse part times measured before (datamix_cli.pipeline.timing_cache)
     # Seconds measured on the real device (read_device_times): {"head": {cut: s}, "tail": s, "whole": s or None}.
     device_times: dict | None = None
+    device_power_w: float | None = None  # the device's power while it computes: turns on the energy estimate
 
     def check(self) -> None:
+        if self.device_power_w is not None and not self.device_power_w > 0:
+            raise ConfigError(f"--device-power must be > 0 W, got {self.device_power_w}")
+
         for name, value in (("--threads", self.threads), ("--device-speed", self.device_speed), ("--cloud-speedup", self.cloud_speedup)):
             if not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
@@ -255,9 +315,15 @@ def latency_table(model_spec: str, traced, profile, decision, options: LatencyOp
                  "cloud_only_uint8": stages(0.0, cloud_whole, 0.0, raw_request, logits, link)}
     if jpeg_bytes is not None:
         baselines["cloud_only_jpeg"] = stages(0.0, cloud_whole, 0.0, raw_request - raw + jpeg_bytes, logits, link)
+    if options.device_power_w is not None:
+        for r in rows:
+            r["energy"] = energy(r["latency"], link, options.device_power_w)
+        baselines["edge_only"]["energy"] = {"edge_compute": options.device_power_w * edge_whole, "total": options.device_power_w * edge_whole}
+        for name in [n for n in baselines if n.startswith("cloud_only")]:
+            baselines[name]["energy"] = energy(baselines[name], link, options.device_power_w)
     return {"link": link.to_dict(), "measured": options.measure, "threads": options.threads, "device_speed": options.device_speed,
             "cloud_speedup": options.cloud_speedup, "uplink_codec": options.uplink, "k": k, "cuts": rows, "baselines": baselines,
-            "pareto": pareto(rows), "runtime": options.runtime,
+            "pareto": pareto(rows), "runtime": options.runtime, "device_power_w": options.device_power_w,
             "times": ("edge: measured on the device (--device-times)" if device is not None else
                       f"measured per part ({options.runtime} edge, eager PyTorch cloud)" if options.measure else "whole model's time split by FLOPs share"),
             "cache": {"reused": cache.hits, "measured": cache.misses, "path": str(cache.path) if options.cache else None}}
@@ -309,7 +375,9 @@ def manifest_record(table: dict) -> dict:
     return {"name": table["objective"], "link": table["link"], "times": table["times"], "threads": table["threads"], "runtime": table["runtime"],
             "chosen": table["chosen"], "flops_choice": table["flops_choice"], "estimate_s": row[table["chosen"]]["latency"],
             "flops_choice_estimate_s": row[table["flops_choice"]]["latency"], "edge_only_s": table["baselines"]["edge_only"]["total"],
-            "cloud_only_uint8_s": table["baselines"]["cloud_only_uint8"]["total"], "pareto": table["pareto"]}
+            "cloud_only_uint8_s": table["baselines"]["cloud_only_uint8"]["total"], "pareto": table["pareto"],
+            **{key: table[key] for key in ("max_uplink_bytes",) if table.get(key) is not None},
+            **({"energy_j": row[table["chosen"]]["energy"], "device_power_w": table["device_power_w"]} if "energy" in row[table["chosen"]] else {})}
 
 
 def candidate_cuts(profile, decision) -> list:

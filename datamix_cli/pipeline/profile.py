@@ -48,6 +48,7 @@ BASELINE_SAMPLES = 64
 def run_profile(config: ProfileConfig) -> ProfileReport:
     from partitioners.graph import trace_model
     from partitioners.profile import profile_model
+    from datamix_cli.pipeline.latency import check_objective
     from datamix_cli.protocol.mixing import validate_k
     from partitioners.select import choose_split
 
@@ -59,8 +60,7 @@ def run_profile(config: ProfileConfig) -> ProfileReport:
     decision = choose_split(profile, config.budget, config.k, config.head_cut, config.tail_cut)
     baselines = _baselines(config.data, tuple(shape[1:]))
     latency = None
-    if config.objective != "flops" and config.latency is None:
-        raise ConfigError(f"--objective {config.objective} needs --link (the link's rate and RTT)")
+    check_objective(config.objective, config.latency)
     if config.export_candidates is not None:
         from datamix_cli.pipeline.device_times import export_candidates
 
@@ -92,7 +92,10 @@ def choose_by_objective(spec: str, traced, profile, decision, options, objective
     table = latency_table(spec, traced, profile, decision, options, sample_shape, jpeg)
     flops_cut = decision.head_cut.name
     chosen = decision.head_cut.name if head_cut else choose(table["cuts"], objective, budget, max_uplink_bytes)["cut"]
-    table.update(objective=objective, flops_choice=flops_cut, chosen=chosen)
+    sent = next((r["uplink_bytes_per_input"] for r in table["cuts"] if r["cut"] == chosen), 0)
+    if max_uplink_bytes is not None and sent > max_uplink_bytes:
+        raise ConfigError(f"--head-cut {chosen} sends {sent:.0f} B per input, over --max-uplink-bytes {max_uplink_bytes}")
+    table.update(objective=objective, flops_choice=flops_cut, chosen=chosen, max_uplink_bytes=max_uplink_bytes)
     return SplitDecision(profile.cut(chosen), decision.tail_cut, decision.k, profile.total_flops), table
 
 

@@ -100,7 +100,7 @@ def _run_split(config: SplitConfig, world, on_step, report: Reporter) -> SplitRe
         data = _prepare_data(config, prepared, report)
         shares = _negative_shares(prepared.traced, prepared.profile, data.dataset)
         search = None
-        if config.max_uplink_bytes is not None:
+        if config.max_uplink_bytes is not None and config.latency is None:  # with --link the objective keeps to the limit
             from datamix_cli.pipeline.uplink import search as search_uplink
 
             fit, validation = _validation_split(data.train, config, ranking=True)
@@ -162,14 +162,14 @@ class _Trained:
 
 def _check(config: SplitConfig) -> dict:
     """Everything that can be refused before any work: returns the exporters, each checked available."""
+    from datamix_cli.pipeline.latency import check_objective
     from exporters import get_exporter, registered_names
 
     config.training.validate(config.mixing.k)
     config.privacy.check(config.mixing)
-    if config.objective != "flops" and config.latency is None:
-        raise ConfigError(f"--objective {config.objective} needs --link (the link's rate and RTT)")
-    if config.latency is not None and (config.bottleneck.active or config.max_uplink_bytes is not None):
-        raise ConfigError("--objective/--link estimate the cut's own features on the wire: drop --bottleneck and --max-uplink-bytes")
+    check_objective(config.objective, config.latency)
+    if config.latency is not None and config.bottleneck.active:
+        raise ConfigError("--objective/--link estimate the cut's own features on the wire (at --uplink): drop --bottleneck")
     if config.max_uplink_bytes is not None:
         from datamix_cli.training import distributed
 
@@ -247,7 +247,7 @@ def _by_objective(config: SplitConfig, prepared: _Prepared, decision, report: Re
 
     report(f"estimating the latency of every cut on {config.latency.link.name}" + (" (measuring each part)" if config.latency.measure else ""))
     chosen, table = choose_by_objective(config.source.spec, prepared.traced, prepared.profile, decision, config.latency, config.objective,
-                                        config.budget, prepared.sample_shape, None, config.head_cut)
+                                        config.budget, prepared.sample_shape, None, config.head_cut, config.max_uplink_bytes)
     return chosen, manifest_record(table)
 
 

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from datamix_cli.errors import ConfigError
 from datamix_cli.main import app
-from datamix_cli.pipeline.latency import LINKS, Link, choose, parse_link, pareto, stages, transfer_s
+from datamix_cli.pipeline.latency import LINKS, Link, Radio, choose, energy, parse_link, pareto, stages, transfer_s
 from tests.helpers import EXAMPLES_FILE
 
 SMALL = f"{EXAMPLES_FILE}:small_cnn"
@@ -22,6 +22,36 @@ def test_stages_add_up_as_computed_by_hand():
     assert s["rtt"] == pytest.approx(0.05)
     assert s["total"] == pytest.approx(0.002 + 0.0897573 + 0.05 + 0.010 + 0.0004 + 0.001, rel=1e-6)
     assert transfer_s(1_000_000, 8.0) == pytest.approx(1.0)
+
+
+def test_energy_is_compute_power_times_edge_time_plus_the_radio_power_model_while_transferring():
+    """BottleNet's 4G row: 438.39 mW/Mbps and 1288.04 mW uplink (Huang et al.'s 51.97 mW/Mbps downlink)."""
+    assert LINKS["4g"].radio == Radio(438.39, 51.97, 1288.04)
+    assert (LINKS["3g"].radio.up_mw_per_mbps, LINKS["wifi"].radio.beta_mw) == (868.98, 132.86)
+    link = Link("test", up_mbps=5.0, down_mbps=20.0, rtt_ms=50.0, radio=Radio(400.0, 50.0, 1000.0))
+    s = stages(0.002, 0.010, 0.001, up_bytes=625_000, down_bytes=250_000, link=link)  # 1 s up, 0.1 s down
+    e = energy(s, link, device_power_w=2.5)
+    assert e["edge_compute"] == pytest.approx(2.5 * 0.003)  # head + tail, not the cloud
+    assert e["uplink"] == pytest.approx((400 * 5 + 1000) / 1e3 * 1.0)  # 3 W for 1 s
+    assert e["downlink"] == pytest.approx((50 * 20 + 1000) / 1e3 * 0.1)  # 2 W for 0.1 s
+    assert e["total"] == pytest.approx(0.0075 + 3.0 + 0.2)
+    rows = [dict(r, energy={"total": t}) for r, t in zip(ROWS, (0.1, 5.0, 2.0, 3.0, 1.0))]
+    assert choose(rows, "energy", 1.0)["cut"] == "d" and choose(rows, "energy", 0.5)["cut"] == "b"
+
+
+def test_profile_adds_the_energy_of_every_cut_and_baseline_and_minimises_it():
+    result = CliRunner().invoke(app, ["profile", SMALL, "--input-shape", "1,1,32,32", "--link", "3g", "--device-power", "3", "--objective", "energy",
+                                      "--budget", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    latency = json.loads(result.output)["latency"]
+    radio = LINKS["3g"].radio
+    for r in latency["cuts"]:
+        t = r["latency"]
+        expected = 3 * (t["edge_head_mix"] + t["edge_demix_tail"]) + radio.watts(1.1, True) * t["uplink"] + radio.watts(1.1, False) * t["downlink"]
+        assert r["energy"]["total"] == pytest.approx(expected)
+    assert latency["chosen"] == min((r for r in latency["cuts"] if r["head_flops"] > 0), key=lambda r: r["energy"]["total"])["cut"]
+    assert latency["baselines"]["edge_only"]["energy"]["total"] == pytest.approx(3 * latency["baselines"]["edge_only"]["total"])
+    assert latency["link"]["radio_mw"] == {"up_per_mbps": 868.98, "down_per_mbps": 122.12, "base": 817.88}
 
 
 def test_link_presets_and_custom_links():
@@ -55,7 +85,7 @@ def test_objectives_choose_within_the_budget_and_never_an_empty_head():
     with pytest.raises(ConfigError, match="no cut within the budget 0.05"):
         choose(ROWS, "latency", 0.05)
     with pytest.raises(ConfigError, match="unknown --objective"):
-        choose(ROWS, "energy", 1.0)
+        choose(ROWS, "joules", 1.0)
 
 
 def test_pareto_keeps_what_no_cut_beats_on_latency_and_edge_flops():
@@ -111,6 +141,40 @@ def test_split_builds_the_cut_the_latency_objective_picks_and_records_the_estima
     sent = manifest.split["uplink"]["bytes_per_sample"] * manifest.protocol["k"]
     assert sent * 8 / 1.1e6 < estimate["uplink"] < (sent + 1000) * 8 / 1.1e6  # the tensors, plus under 1 KB of HTTP
     assert objective["runtime"] == "onnx"
+
+
+def test_split_latency_objective_keeps_to_the_uplink_limit(tmp_path, small_cnn_weights, monkeypatch):
+    """--objective latency with --max-uplink-bytes: the fastest cut among those that send at most the limit, not the
+    fastest overall. The times are stubbed (fixed, so the choice cannot flip with the machine's load); with a fast
+    cloud on a 1 Gbit/s link the edge time dominates, and the fastest cut is an early one that sends more."""
+    from datamix_cli.model.loading import ModelSource
+    from datamix_cli.pipeline import latency
+    from datamix_cli.pipeline.export import ExportConfig
+    from datamix_cli.pipeline.split import SplitConfig, run_split
+    from datamix_cli.training.finetune import FinetuneConfig
+
+    monkeypatch.setattr(latency, "edge_seconds", lambda module, example, threads, runtime="onnx": 0.01)
+    monkeypatch.setattr(latency, "torch_seconds", lambda module, example: 0.01)
+    options = latency.LatencyOptions(parse_link("1000:1"), cloud_speedup=100, cache=False)
+
+    def build(limit, out):
+        return run_split(SplitConfig(source=ModelSource(SMALL, weights=small_cnn_weights), data="digits", out=tmp_path / out, input_shape=(1, 1, 32, 32),
+                                     budget=1.0, training=FinetuneConfig(epochs=0), export=ExportConfig(formats=("onnx",)), objective="latency",
+                                     latency=options, max_uplink_bytes=limit)).manifest
+
+    free = build(None, "free").split["objective"]
+    result = CliRunner().invoke(app, ["profile", SMALL, "--input-shape", "1,1,32,32", "--link", "1000:1", "--cloud-speedup", "100", "--no-cache", "--budget", "1", "--json"])
+    table = json.loads(result.output)["latency"]
+    sent = {r["cut"]: r["uplink_bytes_per_input"] for r in table["cuts"]}
+    limit = int(sent[free["chosen"]]) - 1  # the unconstrained choice no longer fits
+    objective = build(limit, "kept").split["objective"]
+    assert objective["max_uplink_bytes"] == limit and sent[objective["chosen"]] <= limit
+    fitting = [r for r in table["cuts"] if r["head_flops"] > 0 and r["uplink_bytes_per_input"] <= limit]
+    assert objective["chosen"] == min(fitting, key=lambda r: r["latency"]["total"])["cut"] != free["chosen"]
+    smallest = min(sent[r["cut"]] for r in table["cuts"] if r["head_flops"] > 0)
+    with pytest.raises(ConfigError, match=f"no cut within the budget 1 and 100 uplink bytes per input \\(the smallest within it sends {smallest:.0f} B\\)"):
+        build(100, "none")
+    assert not (tmp_path / "none").exists()
 
 
 def test_split_measures_on_the_runtime_it_is_given(tmp_path, small_cnn_weights, monkeypatch):
