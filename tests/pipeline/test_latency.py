@@ -24,6 +24,23 @@ def test_stages_add_up_as_computed_by_hand():
     assert transfer_s(1_000_000, 8.0) == pytest.approx(1.0)
 
 
+def test_each_timed_run_follows_an_idle_pause_that_is_not_timed(monkeypatch):
+    """A part runs once per request, after the device waited on the network: median_s sleeps before every timed run
+    (not the warm-up) and keeps the sleep out of the figure. A fake clock: each run takes 2 ms, each sleep what it asks."""
+    from datamix_cli.pipeline import latency
+
+    clock, sleeps = [0.0], []
+    monkeypatch.setattr(latency.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(latency.time, "sleep", lambda s: (sleeps.append(s), clock.__setitem__(0, clock[0] + s)))
+
+    def run():
+        clock[0] += 0.002
+
+    assert latency.median_s(run, (), runs=7, warmup=3, idle_s=0.05) == pytest.approx(0.002)
+    assert sleeps == [0.05] * 7
+    assert latency.IDLE_S > 0
+
+
 def test_energy_is_compute_power_times_edge_time_plus_the_radio_power_model_while_transferring():
     """BottleNet's 4G row: 438.39 mW/Mbps and 1288.04 mW uplink (Huang et al.'s 51.97 mW/Mbps downlink)."""
     assert LINKS["4g"].radio == Radio(438.39, 51.97, 1288.04)
