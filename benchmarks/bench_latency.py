@@ -170,6 +170,18 @@ def precision_rows(label: str, out: Path, budget: str, runs: int, precision: str
     return rows
 
 
+def seeded_weights(name: str, path: Path) -> Path:
+    """Untrained torchvision weights drawn once (seed 0) and saved, so every profile of the run times the same model
+    and reuses the part-time cache (fresh random weights would be a new model each time)."""
+    import torch
+    import torchvision
+
+    if not path.exists():
+        torch.manual_seed(0)
+        torch.save(getattr(torchvision.models, name)(num_classes=10).state_dict(), path)
+    return path
+
+
 def main() -> None:
     global MODEL
     from datamix_cli.pipeline.latency import parse_link
@@ -188,8 +200,8 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
     if args.model != "resnet":
-        MODEL = MODELS[args.model]
         (args.work / args.model).mkdir(exist_ok=True)
+        MODEL = [*MODELS[args.model], "--weights", str(seeded_weights(args.model, args.work / args.model / "weights.pt"))]
         for budget in args.int8_budgets.split(",") if args.precision_at_224 else ():
             rows += precision_rows(f"torchvision {args.model} at 3x224x224 (random weights: speed only)", args.work / args.model / f"{args.precision}-{budget}",
                                    budget, args.runs, args.precision, epochs="0")
