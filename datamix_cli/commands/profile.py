@@ -41,6 +41,7 @@ def profile(
 ) -> None:
     """List every valid cut point with its cost and the split a FLOPs budget picks."""
     from datamix_cli.options import parse_shape
+    from datamix_cli.pipeline.latency import latency_options
     from datamix_cli.pipeline.profile import ProfileConfig, plot_profile, report_to_dict, run_profile
 
     config = ProfileConfig(
@@ -53,7 +54,8 @@ def profile(
         tail_cut=tail_cut,
         bottleneck=_bottleneck_config(bottleneck, bottleneck_stride),
         uplink=uplink.value,
-        latency=_latency_options(link, measure, threads, device_speed, cloud_speedup, uplink.value, runtime, not no_cache, device_power),
+        latency=latency_options(link, measure=measure, threads=threads, device_speed=device_speed, cloud_speedup=cloud_speedup, uplink=uplink.value,
+                                runtime=runtime, cache=not no_cache, device_power_w=device_power),
         objective=objective,
         export_candidates=export_candidates,
         candidates_runtime=runtime,
@@ -66,17 +68,6 @@ def profile(
         typer.echo(json.dumps(report_to_dict(report), indent=2))
     else:
         _print_table(report, plot)
-
-
-def _latency_options(link: str | None, measure: bool, threads: int, device_speed: float, cloud_speedup: float, uplink: str, runtime: str, cache: bool,
-                     device_power: float | None = None):
-    from datamix_cli.pipeline.latency import LatencyOptions, parse_link, refuse_power_without_link
-
-    if link is None:
-        return refuse_power_without_link(device_power)
-    options = LatencyOptions(parse_link(link), measure, threads, device_speed, cloud_speedup, uplink, runtime, cache, device_power_w=device_power)
-    options.check()
-    return options
 
 
 def _bottleneck_config(channels: int | None, stride: int):

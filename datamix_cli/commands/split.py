@@ -90,6 +90,7 @@ def split(
     from datamix_cli.options import parse_list, parse_shape
     from datamix_cli.errors import ConfigError
     from datamix_cli.pipeline.export import ExportConfig
+    from datamix_cli.pipeline.latency import latency_options
     from datamix_cli.pipeline.privacy import PrivacyTarget
     from datamix_cli.pipeline.split import SplitConfig, run_split
     from datamix_cli.protocol.bottleneck import BottleneckConfig
@@ -127,7 +128,7 @@ def split(
         max_uplink_bytes=max_uplink_bytes,
         privacy=target,
         objective=objective,
-        latency=_latency(link, measure, threads, uplink.value, runtime, device_power),
+        latency=latency_options(link, measure=measure, threads=threads, uplink=uplink.value, runtime=runtime, device_power_w=device_power),
         training=FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, distill=distill, feature_match=feature_match,
                                 adversarial=o["adversarial"], seed=seed, device=resolve_device(device), bf16=bf16, workers=workers,
                                 validation=validation, patience=patience),
@@ -153,14 +154,6 @@ def split(
     run_with_progress(config, run_split)
 
 
-def _latency(link: str | None, measure: bool, threads: int, uplink: str, runtime: str, device_power: float | None):
-    from datamix_cli.pipeline.latency import LatencyOptions, parse_link, refuse_power_without_link
-
-    if link is None:
-        return refuse_power_without_link(device_power)
-    options = LatencyOptions(parse_link(link), measure, threads, uplink=uplink, runtime=runtime, device_power_w=device_power)
-    options.check()
-    return options
 
 
 def _edge_formats(formats: tuple[str, ...], precision: str) -> tuple[str, ...]:

@@ -140,11 +140,16 @@ def check_objective(objective: str, options) -> None:
         raise ConfigError(f"--device-power estimates energy with a preset's radio power model: use --link 3g, 4g or wifi, not {options.link.name!r}")
 
 
-def refuse_power_without_link(device_power_w: float | None) -> None:
-    """No latency options without --link: and then --device-power has nothing to estimate."""
-    if device_power_w is not None:
-        raise ConfigError("--device-power needs --link (the radio's energy is a link's)")
-    return None
+def latency_options(link: str | None, **fields) -> LatencyOptions | None:
+    """The checked options of the latency estimate on ``link`` (a preset or MBPS[/DOWN][:RTT]), or None without one,
+    when --device-power has nothing to estimate; what profile and split both parse their options into."""
+    if link is None:
+        if fields.get("device_power_w") is not None:
+            raise ConfigError("--device-power needs --link (the radio's energy is a link's)")
+        return None
+    options = LatencyOptions(parse_link(link), **fields)
+    options.check()
+    return options
 
 
 def response_bytes(k: int, values_per_sample: int, bytes_per_value: int) -> int:
@@ -173,10 +178,10 @@ def choose(rows: list[dict], objective: str, budget: float, max_uplink_bytes: in
         raise ConfigError(f"unknown --objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
     # A head without layers would send mixed raw inputs, which blind separation recovers: never chosen.
     # --budget 1 lifts the budget: a cut just before the tail runs slightly more than the whole model (mixing).
-    allowed = [r for r in rows if (budget >= 1 or r["edge_fraction"] <= budget) and r["head_flops"] > 0
-               and (max_uplink_bytes is None or r["uplink_bytes_per_input"] <= max_uplink_bytes)]
+    within = [r for r in rows if (budget >= 1 or r["edge_fraction"] <= budget) and r["head_flops"] > 0]
+    allowed = [r for r in within if max_uplink_bytes is None or r["uplink_bytes_per_input"] <= max_uplink_bytes]
     if not allowed:
-        smallest = min((r["uplink_bytes_per_input"] for r in rows if (budget >= 1 or r["edge_fraction"] <= budget) and r["head_flops"] > 0), default=0)
+        smallest = min((r["uplink_bytes_per_input"] for r in within), default=0)
         raise ConfigError(f"no cut within the budget {budget:g}" + (f" and {max_uplink_bytes} uplink bytes per input (the smallest within it sends "
                                                                     f"{smallest:.0f} B)" if max_uplink_bytes else ""))
     key = {"flops": lambda r: (-r["edge_flops"], r["latency"]["total"]),  # the budget's choice: the deepest within it
@@ -383,7 +388,7 @@ def manifest_record(table: dict) -> dict:
             "chosen": table["chosen"], "flops_choice": table["flops_choice"], "estimate_s": row[table["chosen"]]["latency"],
             "flops_choice_estimate_s": row[table["flops_choice"]]["latency"], "edge_only_s": table["baselines"]["edge_only"]["total"],
             "cloud_only_uint8_s": table["baselines"]["cloud_only_uint8"]["total"], "pareto": table["pareto"],
-            **{key: table[key] for key in ("max_uplink_bytes",) if table.get(key) is not None},
+            **({"max_uplink_bytes": table["max_uplink_bytes"]} if table.get("max_uplink_bytes") is not None else {}),
             **({"energy_j": row[table["chosen"]]["energy"], "device_power_w": table["device_power_w"]} if "energy" in row[table["chosen"]] else {})}
 
 
